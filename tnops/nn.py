@@ -1,0 +1,73 @@
+"""Module forms of the tnops losses, for code that expects ``nn.Module`` losses."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tnops import functional
+from tnops.outputs import MLMLossOutput
+
+
+class _MLMOptionsMixin:
+    def _init_options(self, synonyms, *, prediction, temperature, disallow_correct, sr_weight, ignore_index, reduction):
+        self.synonyms = synonyms
+        self.options = dict(prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                            sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)
+        self.last_output: MLMLossOutput | None = None
+
+    def extra_repr(self) -> str:
+        table = "None" if self.synonyms is None else f"{self.synonyms.num_pairs} pairs"
+        return f"synonyms={table}, " + ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class TrueNegativeCrossEntropy(_MLMOptionsMixin, nn.Module):
+    """Drop-in for ``nn.CrossEntropyLoss`` in BERT-style MLM code, with hard correction (and optional SR).
+
+    ``loss_fct(logits.view(-1, V), labels.view(-1))`` keeps working and returns the loss tensor; the full
+    ``MLMLossOutput`` (predictions, corrected rows, the two terms) of the last call is in ``last_output``.
+
+    Args:
+        synonyms: ``tnops.SynonymTable`` over the model's vocabulary, or None.
+        sr_embedding: ``[V, E]`` word-embedding table for soft regularization (needed when ``sr_weight > 0``);
+            pass the Parameter itself (e.g. ``model.bert.embeddings.word_embeddings.weight``) so SR trains it.
+        other keywords: as ``tnops.mlm_loss``.
+    Shapes:
+        forward(logits ``[*, V]``, labels ``[*]``) → scalar (``[*]`` with ``reduction="none"``).
+    """
+
+    def __init__(self, synonyms=None, *, prediction: str = "argmax", temperature: float = 1.0,
+                 disallow_correct: bool = False, sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None,
+                 ignore_index: int = -100, reduction: str = "mean"):
+        super().__init__()
+        self._init_options(synonyms, prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                           sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)
+        self.sr_embedding = sr_embedding
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.last_output = functional.mlm_loss(logits, labels, synonyms=self.synonyms, sr_embedding=self.sr_embedding,
+                                               **self.options)
+        return self.last_output.loss
+
+
+class LinearMLMLoss(_MLMOptionsMixin, nn.Module):
+    """Module form of ``tnops.linear_mlm_loss``: LM head + MLM loss without ``[N, V]`` logits.
+
+    Args:
+        synonyms: ``tnops.SynonymTable`` or None; other keywords as ``tnops.linear_mlm_loss``.
+    Shapes:
+        forward(hidden ``[*, E]``, weight ``[V, E]``, labels ``[*]``, bias ``[V]`` or None, sr_embedding
+        ``[V, E']`` or None, seed int or None) → ``MLMLossOutput``.
+    """
+
+    def __init__(self, synonyms=None, *, prediction: str = "argmax", temperature: float = 1.0,
+                 disallow_correct: bool = False, sr_weight: float = 0.0, ignore_index: int = -100,
+                 reduction: str = "mean"):
+        super().__init__()
+        self._init_options(synonyms, prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                           sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)
+
+    def forward(self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None = None,
+                sr_embedding: torch.Tensor | None = None, seed: int | None = None) -> MLMLossOutput:
+        self.last_output = functional.linear_mlm_loss(hidden, weight, labels, bias=bias, synonyms=self.synonyms,
+                                                      sr_embedding=sr_embedding, seed=seed, **self.options)
+        return self.last_output

@@ -1,0 +1,184 @@
+"""Memory-bounded pure-PyTorch MLM loss: the ``torch`` backend.
+
+Rows are processed in chunks of ``backends.chunk_rows(V)``, so at most one ``[chunk, V]`` block of
+logits exists at a time.  For each chunk we form the logits in float32 (inputs up-cast, like a fused
+kernel's fp32 accumulator), take the log-sum-exp, the gold logit, the prediction (argmax or Gumbel-max with
+the shared Philox stream) and the hard-correction check, and — when gradients are wanted and the
+reduction is a scalar — the gradient of the chunk right away (the Liger-Kernel trick: three matmuls
+instead of the four of recompute-in-backward).  ``reduction="none"`` keeps only the log-sum-exp and
+recomputes the chunk logits in backward, because per-row output gradients cannot be applied to an
+already-summed weight gradient.
+
+Only masked rows are visited on CPU (their indices are gathered once); on other devices every row is
+visited and unmasked rows are zeroed, which avoids a host synchronisation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tnops import backends
+from tnops import random as tn_random
+
+
+@dataclass(frozen=True)
+class MLMOptions:
+    synonyms: object = None
+    prediction: str = "argmax"
+    temperature: float = 1.0
+    disallow_correct: bool = False
+    seed: int = 0
+    ignore_index: int = -100
+    reduction: str = "mean"
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class _Head:
+    """Produces float logits for a set of rows: the LM head ``h Wᵀ + b``, or rows of given logits."""
+
+    def __init__(self, inputs, weight, bias):
+        self.cdt = _compute_dtype(inputs.dtype)
+        self.inputs = inputs
+        self.weight = None if weight is None else weight.to(self.cdt)
+        self.bias = None if bias is None else bias.to(self.cdt)
+
+    def logits(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inputs[rows].to(self.cdt)
+        if self.weight is None:
+            return x, x
+        z = x @ self.weight.T
+        if self.bias is not None:
+            z += self.bias
+        return z, x
+
+
+def _predict(z, gold, rows, opts: MLMOptions, vocab_size: int):
+    scores = z
+    if opts.prediction == "sample":
+        scores = z.float() / opts.temperature + tn_random.gumbel(opts.seed, rows, vocab_size)
+    if opts.disallow_correct:
+        scores = scores.scatter(1, gold[:, None], float("-inf"))
+    return scores.argmax(dim=1)
+
+
+def _forward_chunks(head: _Head, labels, opts: MLMOptions, want_grads: tuple[bool, bool, bool]):
+    n = labels.shape[0]
+    vocab_size = head.weight.shape[0] if head.weight is not None else head.inputs.shape[1]
+    device = labels.device
+    masked = labels != opts.ignore_index
+    visit = masked.nonzero().squeeze(1) if device.type == "cpu" else torch.arange(n, device=device)
+    row_loss = torch.zeros(n, dtype=head.cdt, device=device)
+    lse_all = torch.zeros(n, dtype=head.cdt, device=device)
+    predictions = torch.full((n,), opts.ignore_index, dtype=torch.long, device=device)
+    corrected = torch.zeros(n, dtype=torch.bool, device=device)
+    want_input, want_weight, want_bias = want_grads
+    grad_input = torch.zeros(head.inputs.shape, dtype=head.cdt, device=device) if want_input else None
+    grad_weight = torch.zeros_like(head.weight) if want_weight else None
+    grad_bias = torch.zeros(vocab_size, dtype=head.cdt, device=device) if want_bias else None
+    step = backends.chunk_rows(vocab_size)
+    for start in range(0, visit.numel(), step):
+        rows = visit[start:start + step]
+        z, x = head.logits(rows)
+        y = labels[rows]
+        is_masked = masked[rows]
+        gold = torch.where(is_masked, y, 0).long()
+        lse = torch.logsumexp(z, dim=1)
+        pred = _predict(z, gold, rows, opts, vocab_size)
+        if opts.synonyms is None:
+            fixed = torch.zeros_like(is_masked)
+        else:
+            fixed = is_masked & (pred != gold) & opts.synonyms.is_synonym(gold, pred)
+        kept = is_masked & ~fixed
+        row_loss[rows] = (lse - z.gather(1, gold[:, None]).squeeze(1)) * kept
+        lse_all[rows] = lse
+        predictions[rows] = torch.where(is_masked, pred, opts.ignore_index)
+        corrected[rows] = fixed
+        if any(want_grads):
+            dz = _softmax_minus_onehot(z, lse, gold, kept.to(z.dtype))
+            _accumulate(dz, x, rows, head, grad_input, grad_weight, grad_bias)
+    return row_loss, lse_all, predictions, corrected, (grad_input, grad_weight, grad_bias)
+
+
+def _softmax_minus_onehot(z, lse, gold, row_scale):
+    """``(softmax(z) - onehot(gold)) * row_scale[:, None]``, in place on ``z``."""
+    dz = z.sub_(lse[:, None]).exp_()
+    dz.scatter_add_(1, gold[:, None], -torch.ones_like(lse)[:, None])
+    return dz.mul_(row_scale[:, None])
+
+
+def _accumulate(dz, x, rows, head: _Head, grad_input, grad_weight, grad_bias):
+    if grad_input is not None:
+        grad_input[rows] = dz @ head.weight if head.weight is not None else dz
+    if grad_weight is not None:
+        grad_weight.addmm_(dz.T, x)
+    if grad_bias is not None:
+        grad_bias += dz.sum(0)
+
+
+class ChunkedMLMFunction(torch.autograd.Function):
+    """Cross-entropy part of the MLM loss, chunked.  Returns ``(loss, predictions, corrected)``."""
+
+    @staticmethod
+    def forward(ctx, inputs, weight, bias, labels, opts: MLMOptions):
+        head = _Head(inputs, weight, bias)
+        scalar = opts.reduction != "none"
+        want = ctx.needs_input_grad[:3] if scalar else (False, False, False)
+        row_loss, lse, predictions, corrected, grads = _forward_chunks(head, labels, opts, want)
+        kept = (predictions != opts.ignore_index) & ~corrected
+        if opts.reduction == "none":
+            loss = row_loss
+            scale = None
+        else:
+            loss = row_loss.sum()
+            scale = kept.sum().clamp_min(1).to(loss.dtype).reciprocal() if opts.reduction == "mean" else None
+            loss = loss * scale if scale is not None else loss
+        ctx.opts, ctx.scalar = opts, scalar
+        ctx.input_dtypes = (inputs.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+        if scalar:
+            ctx.save_for_backward(*grads, scale)
+        else:
+            ctx.save_for_backward(inputs, weight, bias, labels, lse, predictions, kept)
+        ctx.mark_non_differentiable(predictions, corrected)
+        return loss, predictions, corrected
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_pred, _grad_corrected):
+        if ctx.scalar:
+            grad_input, grad_weight, grad_bias, scale = ctx.saved_tensors
+            factor = grad_loss if scale is None else grad_loss * scale
+            grads = [None if g is None else (g * factor.to(g.dtype)).to(dt)
+                     for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
+            return (*grads, None, None)
+        inputs, weight, bias, labels, lse, predictions, kept = ctx.saved_tensors
+        head = _Head(inputs, weight, bias)
+        want_input, want_weight, want_bias = ctx.needs_input_grad[:3]
+        grad_input = torch.zeros(inputs.shape, dtype=head.cdt, device=inputs.device) if want_input else None
+        grad_weight = torch.zeros_like(head.weight) if want_weight else None
+        grad_bias = torch.zeros(head.weight.shape[0], dtype=head.cdt, device=inputs.device) if want_bias else None
+        visit = kept.nonzero().squeeze(1) if inputs.device.type == "cpu" else torch.arange(kept.numel(), device=kept.device)
+        vocab_size = inputs.shape[1] if weight is None else weight.shape[0]
+        for start in range(0, visit.numel(), backends.chunk_rows(vocab_size)):
+            rows = visit[start:start + backends.chunk_rows(vocab_size)]
+            z, x = head.logits(rows)
+            gold = torch.where(kept[rows], labels[rows], 0).long()
+            row_scale = grad_loss[rows].to(z.dtype) * kept[rows]
+            _accumulate(_softmax_minus_onehot(z, lse[rows], gold, row_scale), x, rows, head,
+                        grad_input, grad_weight, grad_bias)
+        grads = [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
+        return (*grads, None, None)
+
+
+def linear_cross_entropy(inputs, weight, bias, labels, opts: MLMOptions):
+    """Chunked CE with predictions and hard correction.
+
+    Args:
+        inputs: ``[N, E]`` hidden states (or ``[N, V]`` logits when ``weight`` is None).
+        weight: ``[V, E]`` or None; bias: ``[V]`` or None; labels: int64 ``[N]``.
+    Returns:
+        ``(loss, predictions int64 [N], corrected bool [N])``; loss float32, scalar or ``[N]``.
+    """
+    return ChunkedMLMFunction.apply(inputs, weight, bias, labels, opts)
