@@ -10,9 +10,28 @@ import os
 import torch
 
 BACKENDS = ("reference", "torch", "triton", "native")
-# Backends whose implementation exists in this build; the others are refused with a clear error.
-AVAILABLE = {"reference", "torch"}
 CHUNK_ELEMENTS = 1 << 22
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available_backends() -> set[str]:
+    """Backends whose implementation exists in this installation."""
+    names = {"reference", "torch"}
+    if triton_available():
+        names.add("triton")
+    return names
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def requested_backend() -> str | None:
@@ -28,11 +47,14 @@ def requested_backend() -> str | None:
 def select_backend(device: torch.device) -> str:
     """The backend for tensors on ``device``: ``TNOPS_BACKEND`` if set, else the fastest available one."""
     name = requested_backend()
+    available = available_backends()
     if name is None:
-        return "torch"
-    if name not in AVAILABLE:
-        raise ValueError(f"TNOPS_BACKEND={name!r} is not available in this build of tnops "
-                         f"(available: {', '.join(sorted(AVAILABLE))})")
+        return "triton" if device.type == "cuda" and "triton" in available else "torch"
+    if name not in available:
+        raise ValueError(f"TNOPS_BACKEND={name!r} is not available in this installation of tnops "
+                         f"(available: {', '.join(sorted(available))})")
+    if name == "triton" and device.type != "cuda" and not interpreting():
+        raise ValueError(f"TNOPS_BACKEND='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1")
     return name
 
 

@@ -114,18 +114,41 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
         return reference.linear_mlm_loss(inputs, weight, labels, bias=bias, **common)
     lead = labels.shape
     flat_inputs = inputs.reshape(-1, inputs.shape[-1])
-    flat_labels = labels.reshape(-1).long()
+    flat_labels = labels.reshape(-1).long().contiguous()
     table = None if synonyms is None else synonyms.to(inputs.device)
-    opts = torch_chunked.MLMOptions(synonyms=table, prediction=prediction, seed=0 if seed is None else seed,
-                                    ignore_index=ignore_index, reduction=reduction, **options)
-    ce, predictions, corrected = torch_chunked.linear_cross_entropy(flat_inputs, weight, bias, flat_labels, opts)
+    seed = 0 if seed is None else seed
+    if backend == "triton" and weight is not None:
+        ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, seed=seed, prediction=prediction,
+                                                     sr_embedding=sr_embedding if sr_weight else None,
+                                                     ignore_index=ignore_index, reduction=reduction, **options)
+    else:  # the chunked torch path; also serves mlm_loss, whose logits already exist
+        opts = torch_chunked.MLMOptions(synonyms=table, prediction=prediction, seed=seed, ignore_index=ignore_index,
+                                        reduction=reduction, **options)
+        ce, predictions, corrected = torch_chunked.linear_cross_entropy(flat_inputs, weight, bias, flat_labels, opts)
+        sr = None
+        if sr_weight:
+            sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index,
+                                   reduction=reduction)
     predictions, corrected = predictions.reshape(lead), corrected.reshape(lead)
-    ce = ce.reshape(lead) if reduction == "none" else ce
-    if sr_weight:
-        sr = reference.sr_loss(sr_embedding, labels, predictions, ignore_index=ignore_index, reduction=reduction)
-    else:
-        sr = torch.zeros_like(ce)
+    if reduction == "none":
+        ce = ce.reshape(lead)
+        sr = None if sr is None else sr.reshape(lead)
+    sr = torch.zeros_like(ce) if sr is None else sr
     return MLMLossOutput(ce + sr_weight * sr, ce, sr, predictions, corrected)
+
+
+def _fused_head(hidden, weight, bias, labels, table, *, sr_embedding, ignore_index, reduction, **options):
+    """The Triton path: per-row CE and SR from one fused pass, reduced here with plain tensor ops."""
+    from tnops.ops.mlm_head_launch import FusedMLMHead
+
+    offsets, syn_ids = (None, None) if table is None else (table.offsets, table.ids)
+    options = dict(options, ignore_index=ignore_index)
+    ce_rows, sr_rows, predictions, corrected = FusedMLMHead.apply(hidden, weight, bias, sr_embedding, labels,
+                                                                  offsets, syn_ids, options, None)
+    masked = labels != ignore_index
+    ce = reference.reduce_rows(ce_rows, masked & ~corrected, reduction)
+    sr = None if sr_embedding is None else reference.reduce_rows(sr_rows, masked, reduction)
+    return ce, sr, predictions, corrected
 
 
 def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Tensor, *, ignore_index: int = -100,
@@ -184,7 +207,16 @@ def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_id
     check.choice("reduction", reduction, check.REDUCTIONS)
     check.same_device(disc_logits=disc_logits, corrupted_ids=corrupted_ids, original_ids=original_ids,
                       attention_mask=attention_mask, corrected=corrected)
-    return reference.rtd_loss(disc_logits, corrupted_ids, original_ids, attention_mask, corrected, reduction=reduction)
+    if backends.select_backend(disc_logits.device) != "triton":
+        return reference.rtd_loss(disc_logits, corrupted_ids, original_ids, attention_mask, corrected,
+                                  reduction=reduction)
+    from tnops.ops.rtd import FusedRTD
+
+    flat = lambda t: None if t is None else t.reshape(-1).contiguous()
+    per_pos = FusedRTD.apply(flat(disc_logits), flat(corrupted_ids), flat(original_ids), flat(attention_mask),
+                             flat(corrected))
+    valid = torch.ones_like(per_pos, dtype=torch.bool) if attention_mask is None else flat(attention_mask) != 0
+    return reference.reduce_rows(per_pos.reshape(shape), valid.reshape(shape), reduction)
 
 
 def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tensor,

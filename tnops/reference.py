@@ -72,10 +72,11 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     gold = torch.where(valid, gold_ids, 0).long().reshape(-1)
     pred = torch.where(valid, pred_ids, 0).long().reshape(-1)
     dist = cosine_distance(embedding[gold], embedding[pred]) * valid.reshape(-1)
-    return _reduce(dist.reshape(gold_ids.shape), valid, reduction)
+    return reduce_rows(dist.reshape(gold_ids.shape), valid, reduction)
 
 
-def _reduce(per_row: torch.Tensor, counted: torch.Tensor, reduction: str) -> torch.Tensor:
+def reduce_rows(per_row: torch.Tensor, counted: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``"none"``: ``per_row``; ``"sum"``: its sum; ``"mean"``: sum / max(#counted, 1), so no rows gives 0."""
     if reduction == "none":
         return per_row
     total = per_row.sum()
@@ -115,7 +116,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     kept = masked & ~corrected
     gold = torch.where(kept, y, 0).long()
     per_row = F.cross_entropy(z, gold, reduction="none") * kept if z.shape[0] else z.new_zeros(0)
-    ce = _reduce(per_row.reshape(lead), kept, reduction)
+    ce = reduce_rows(per_row.reshape(lead), kept, reduction)
     if sr_weight:
         if sr_embedding is None:
             raise ValueError("sr_embedding: soft regularization needs an embedding table [V, E] when no LM-head weight is given")
@@ -161,7 +162,7 @@ def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_id
         label &= ~corrected.bool()
     valid = torch.ones_like(label) if attention_mask is None else attention_mask.bool()
     per_pos = F.binary_cross_entropy_with_logits(_upcast(disc_logits), label.to(torch.promote_types(disc_logits.dtype, torch.float32)), reduction="none") * valid
-    return _reduce(per_pos, valid, reduction)
+    return reduce_rows(per_pos, valid, reduction)
 
 
 def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tensor,
@@ -179,4 +180,4 @@ def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tens
     log_s = F.log_softmax(_upcast(hidden_original), dim=-1)
     per_token = (log_p.exp() * (log_p - log_s)).sum(-1)
     valid = torch.ones_like(per_token, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    return _reduce(per_token * valid, valid, "mean")
+    return reduce_rows(per_token * valid, valid, "mean")
