@@ -1,0 +1,145 @@
+"""Launchers and the autograd Function of the fused MLM head (kernels in ``mlm_head.py``).
+
+``FusedMLMHead.apply`` returns per-row values; the reduction (mean over kept rows, sum, none) is done by
+the caller with ordinary tensor ops, so nothing here synchronises with the host.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+
+from tnops.ops import mlm_head as kernels
+from tnops.ops.config import head_config
+from tnops.reference import COSINE_EPS
+
+SEARCH_STEPS = 32  # binary-search steps over one CSR row: enough for any row of < 2^32 synonyms
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 must not silently become TF32: the fused path promises 1e-5 relative agreement in fp32.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None, sr_embedding=None,
+                     prediction="argmax", temperature=1.0, disallow_correct=False, seed=0, ignore_index=-100,
+                     config=None):
+    """Run the forward kernels.
+
+    Args:
+        hidden: ``[N, E]``; weight: ``[V, E]``; bias: ``[V]`` or None; labels: int64 ``[N]``.
+        offsets, syn_ids: int32 CSR synonym table ``[V+1]``, ``[nnz]`` on the same device, or None.
+        sr_embedding: ``[V, E']`` or None (no SR).
+        config: a ``HeadConfig`` (None: heuristic).
+    Returns:
+        dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), predictions (int64), corrected (bool),
+        and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
+    """
+    n, width = hidden.shape
+    vocab = weight.shape[0]
+    cfg = config or head_config(n, vocab, width, hidden.device)
+    v_per_split = triton.cdiv(triton.cdiv(vocab, cfg.splits), cfg.block_v) * cfg.block_v
+    splits = triton.cdiv(vocab, v_per_split)
+    dev = hidden.device
+    part = [torch.empty((splits, n), dtype=torch.float32, device=dev) for _ in range(4)]
+    part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
+    grid = (triton.cdiv(n, cfg.block_n), splits)
+    kernels._mlm_fwd_kernel[grid](
+        hidden, weight, bias if bias is not None else hidden, labels, *part, part_idx,
+        n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        seed, float(temperature), ignore_index, v_per_split,
+        HAS_BIAS=bias is not None, SAMPLE=prediction == "sample", DISALLOW=disallow_correct,
+        BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e, DOT_PRECISION=_dot_precision(hidden.dtype),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss")}
+    out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
+    corrected = torch.empty(n, dtype=torch.int8, device=dev)
+    has_sr = sr_embedding is not None
+    for name in ("sr", "sr_dot", "sr_gold_sq", "sr_pred_sq"):
+        out[name] = torch.empty(n, dtype=torch.float32, device=dev) if has_sr else out["lse"]
+    has_table = offsets is not None and syn_ids is not None and syn_ids.numel() > 0
+    emb = sr_embedding if has_sr else hidden
+    sr_width = emb.shape[1] if has_sr else 1
+    kernels._mlm_combine_kernel[(triton.cdiv(n, cfg.block_n),)](
+        *part, part_idx, labels, offsets if has_table else labels, syn_ids if has_table else labels, emb,
+        out["lse"], out["loss"], out["predictions"], corrected, out["sr"], out["sr_dot"], out["sr_gold_sq"],
+        out["sr_pred_sq"], n, splits, sr_width, emb.stride(0), emb.stride(1), ignore_index, COSINE_EPS**2,
+        HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=has_sr,
+        BLOCK_N=cfg.block_n, BLOCK_E=cfg.block_e, num_warps=4)
+    out["corrected"] = corrected.bool()
+    return out
+
+
+def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, True, True), config=None):
+    """Gradients of ``Σ coef[row] · (lse - z_gold)`` w.r.t. hidden, weight, bias (fp32 accumulators).
+
+    Args:
+        hidden ``[N, E]``, weight ``[V, E]``, bias ``[V]`` or None, labels int64 ``[N]``, lse fp32 ``[N]``,
+        coef fp32 ``[N]`` (0 for rows without gradient); want: which of (dh, dW, db) to compute.
+    Returns:
+        ``(dh [N, E] | None, dW [V, E] | None, db [V] | None)``, float32.
+    """
+    n, width = hidden.shape
+    vocab = weight.shape[0]
+    cfg = config or head_config(n, vocab, width, hidden.device)
+    want_dh, want_dw, want_db = want[0], want[1], want[2] and bias is not None
+    dh = torch.zeros((n, width), dtype=torch.float32, device=hidden.device) if want_dh else None
+    dw = torch.zeros((vocab, width), dtype=torch.float32, device=hidden.device) if want_dw else None
+    db = torch.zeros(vocab, dtype=torch.float32, device=hidden.device) if want_db else None
+    if want_dh or want_dw or want_db:
+        grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(vocab, cfg.block_v))
+        dummy = lse
+        kernels._mlm_bwd_kernel[grid](
+            hidden, weight, bias if bias is not None else hidden, labels, lse, coef,
+            dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
+            n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            HAS_BIAS=bias is not None, WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
+            BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+            DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return dh, dw, db
+
+
+def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, *, ignore_index=-100, config=None):
+    """SR gradient ``[V, E']`` (fp32) scatter-added into the rows of gold and predicted tokens."""
+    n = labels.shape[0]
+    vocab, width = sr_embedding.shape
+    cfg = config or head_config(n, vocab, width, sr_embedding.device)
+    demb = torch.zeros((vocab, width), dtype=torch.float32, device=sr_embedding.device)
+    kernels._sr_bwd_kernel[(triton.cdiv(n, cfg.block_n),)](
+        sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, demb, n, width,
+        sr_embedding.stride(0), sr_embedding.stride(1), ignore_index, COSINE_EPS**2,
+        BLOCK_N=cfg.block_n, BLOCK_E=cfg.block_e, num_warps=4)
+    return demb
+
+
+class FusedMLMHead(torch.autograd.Function):
+    """Per-row CE and SR of the fused head.  Returns ``(ce [N], sr [N], predictions [N], corrected [N])``."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, sr_embedding, labels, offsets, syn_ids, options: dict, config):
+        out = mlm_head_forward(hidden, weight, bias, labels, offsets=offsets, syn_ids=syn_ids,
+                               sr_embedding=sr_embedding, config=config, **options)
+        ctx.options, ctx.config, ctx.has_sr = options, config, sr_embedding is not None
+        ctx.save_for_backward(hidden, weight, bias, sr_embedding, labels, out["lse"], out["predictions"],
+                              out["corrected"], out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"])
+        ctx.mark_non_differentiable(out["predictions"], out["corrected"])
+        sr = out["sr"] if sr_embedding is not None else torch.zeros_like(out["loss"])
+        return out["loss"], sr, out["predictions"], out["corrected"]
+
+    @staticmethod
+    def backward(ctx, grad_ce, grad_sr, _grad_pred, _grad_corrected):
+        (hidden, weight, bias, sr_embedding, labels, lse, predictions, corrected,
+         sr_dot, sr_gold_sq, sr_pred_sq) = ctx.saved_tensors
+        ignore_index = ctx.options["ignore_index"]
+        masked = labels != ignore_index
+        kept = masked & ~corrected
+        coef = torch.where(kept, grad_ce.float(), 0.0)
+        want = ctx.needs_input_grad[:3]
+        dh, dw, db = mlm_head_backward(hidden, weight, bias, labels, lse, coef, want=want, config=ctx.config)
+        demb = None
+        if ctx.has_sr and ctx.needs_input_grad[3]:
+            sr_coef = torch.where(masked, grad_sr.float(), 0.0)
+            demb = sr_backward(sr_embedding, labels, predictions, sr_coef, sr_dot, sr_gold_sq, sr_pred_sq,
+                               ignore_index=ignore_index, config=ctx.config).to(sr_embedding.dtype)
+        cast = lambda g, like: None if g is None else g.to(like.dtype)
+        return (cast(dh, hidden), cast(dw, weight), cast(db, bias) if bias is not None else None, demb,
+                None, None, None, None, None)
