@@ -18,7 +18,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from tnops.random import UNIFORM_SCALE, U_MAX, U_MIN
+from tnops import random as tn_random
+
+# Kernels may only read globals wrapped as constexpr.
+UNIFORM_SCALE = tl.constexpr(tn_random.UNIFORM_SCALE)
+U_MIN = tl.constexpr(tn_random.U_MIN)
+U_MAX = tl.constexpr(tn_random.U_MAX)
 
 
 @triton.jit

@@ -1,0 +1,94 @@
+"""Compile every Triton kernel of tnops for a GPU target without a GPU, so CI sees GPU compile errors.
+
+    python -m tnops.ops.compile_check            # Hopper: GPUTarget("cuda", 90, 32)
+    python -m tnops.ops.compile_check --arch 80  # Ampere
+
+Runs with ``TRITON_INTERPRET`` unset (the interpreter replaces kernels by Python functions).  Each kernel is
+built for every dtype it serves and its main constexpr variants; a failure prints the Triton error.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+
+TYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _variants():
+    from tnops.ops import mlm_head, rtd
+
+    # Every dtype with every feature on, and with every feature off: the branches that change codegen.
+    for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), [(True, True, True), (False, False, False)]):
+        sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
+               "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_gold_ptr": "*fp32", "part_best_ptr": "*fp32",
+               "part_idx_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32",
+               "stride_wv": "i32", "stride_we": "i32", "seed": "i64", "temperature": "fp32", "ignore_index": "i32",
+               "v_per_split": "i32"}
+        const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, BLOCK_N=64, BLOCK_V=128, BLOCK_E=64,
+                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+        yield f"_mlm_fwd_kernel[{dtype}, bias={bias}, sample={sample}, disallow={disallow}]", \
+            mlm_head._mlm_fwd_kernel, sig, const, 8
+    for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
+        sig = {n: "*fp32" for n in ("part_max_ptr", "part_sum_ptr", "part_gold_ptr", "part_best_ptr")}
+        sig.update({"part_idx_ptr": "*i32", "labels_ptr": "*i64", "offsets_ptr": "*i32", "syn_ids_ptr": "*i32",
+                    "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "loss_ptr": "*fp32", "pred_ptr": "*i64",
+                    "corrected_ptr": "*i8", "sr_ptr": "*fp32", "sr_dot_ptr": "*fp32", "sr_gold_sq_ptr": "*fp32",
+                    "sr_pred_sq_ptr": "*fp32", "N": "i32", "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
+                    "stride_ee": "i32", "ignore_index": "i32", "cos_eps_sq": "fp32"})
+        const = dict(HAS_TABLE=table, SEARCH_STEPS=32, HAS_SR=sr, BLOCK_N=64, BLOCK_E=64)
+        yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head._mlm_combine_kernel, sig, const, 4
+    for dtype, bias in [("fp32", True), ("bf16", True), ("fp16", False)]:
+        sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
+               "lse_ptr": "*fp32", "coef_ptr": "*fp32", "dh_ptr": "*fp32", "dw_ptr": "*fp32", "db_ptr": "*fp32",
+               "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32",
+               "stride_we": "i32"}
+        const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, BLOCK_N=64, BLOCK_V=128, BLOCK_E=64,
+                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+        yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head._mlm_bwd_kernel, sig, const, 8
+    for dtype in TYPES.values():
+        sig = {"emb_ptr": f"*{dtype}", "labels_ptr": "*i64", "pred_ptr": "*i64", "coef_ptr": "*fp32",
+               "dot_ptr": "*fp32", "gold_sq_ptr": "*fp32", "pred_sq_ptr": "*fp32", "demb_ptr": "*fp32",
+               "N": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32", "ignore_index": "i32",
+               "cos_eps_sq": "fp32"}
+        yield f"_sr_bwd_kernel[{dtype}]", mlm_head._sr_bwd_kernel, sig, dict(BLOCK_N=64, BLOCK_E=64), 4
+    for dtype, (mask, corrected) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
+        sig = {"logits_ptr": f"*{dtype}", "corrupted_ptr": "*i64", "original_ptr": "*i64", "mask_ptr": "*i64",
+               "corrected_ptr": "*u8", "loss_ptr": "*fp32", "grad_ptr": "*fp32", "N": "i32"}
+        const = dict(HAS_MASK=mask, HAS_CORRECTED=corrected, BLOCK=rtd.BLOCK)
+        yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd._rtd_kernel, sig, const, 4
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for Hopper")
+    parser.add_argument("--warp-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        parser.error("unset TRITON_INTERPRET: the interpreter cannot compile kernels")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target = GPUTarget("cuda", args.arch, args.warp_size)
+    failures = 0
+    for name, fn, sig, const, warps in _variants():
+        start = time.perf_counter()
+        try:
+            compiled = triton.compile(ASTSource(fn=fn, signature={**sig, **{k: "constexpr" for k in const}},
+                                                constexprs=const), target=target,
+                                      options={"num_warps": warps, "num_stages": 3})
+            ptx = compiled.asm.get("ptx", "")
+            note = "wgmma" if "wgmma" in ptx else ("mma" if "mma" in ptx else "")
+            print(f"ok    {name:60s} {time.perf_counter() - start:5.1f} s  {note}", flush=True)
+        except Exception as error:  # report every kernel, then fail
+            failures += 1
+            print(f"FAIL  {name}\n{error}", flush=True)
+    print(f"{failures} failed" if failures else "all kernels compiled", f"for cuda:{args.arch}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
