@@ -19,7 +19,7 @@ if [ -n "$missing" ]; then
   fi
 fi
 
-pip() { "$PYTHON" -m pip install -q --disable-pip-version-check "$@"; }
+pip() { "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"; }
 # A CPU machine gets the pinned CPU wheel; an unpinned torch would pull GBs of CUDA wheels.
 if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then pip torch; else pip "torch==2.13.0"; fi
