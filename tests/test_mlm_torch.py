@@ -220,3 +220,35 @@ def test_reference_backend_via_environment(monkeypatch):
     monkeypatch.setenv("TNOPS_BACKEND", "torch")
     c = tnops.linear_mlm_loss(hidden, weight, labels, bias=b)
     torch.testing.assert_close(a.loss, c.loss)
+
+
+def test_row_ids_make_split_batches_draw_like_one_batch():
+    """Two halves keyed by their global row ids sample exactly what the whole batch samples."""
+    hidden, weight, b, labels = make_inputs(40, 300, 16, torch.float32, masked_every=2)
+    whole = tnops.linear_mlm_loss(hidden, weight, labels, bias=b, prediction="sample", seed=6)
+    ids = torch.arange(40)
+    halves = [tnops.linear_mlm_loss(hidden[s], weight, labels[s], bias=b, prediction="sample", seed=6, row_ids=ids[s])
+              for s in (slice(0, 17), slice(17, 40))]
+    assert torch.equal(torch.cat([h.predictions for h in halves]), whole.predictions)
+    masked = labels != -100  # compacting to masked rows keeps the draws too
+    compact = tnops.linear_mlm_loss(hidden[masked], weight, labels[masked], bias=b, prediction="sample", seed=6,
+                                    row_ids=ids[masked])
+    assert torch.equal(compact.predictions, whole.predictions[masked])
+
+
+def test_sum_reduction_with_global_normaliser_equals_one_big_batch(make_table):
+    """Gradient accumulation: Σ_micro sum-loss / global kept count gives the big batch's mean gradients."""
+    hidden, weight, b, labels = make_inputs(48, 200, 16, torch.float32)
+    kw = dict(prediction="sample", seed=2)
+    first = tnops.linear_mlm_loss(hidden, weight, labels, bias=b, **kw)
+    kw["synonyms"] = table_hitting_predictions(make_table, labels, first.predictions, 200)
+    w1 = weight.clone().requires_grad_()
+    big = tnops.linear_mlm_loss(hidden, w1, labels, bias=b, **kw)
+    big.loss.backward()
+    kept = ((labels != -100) & ~big.corrected).sum()
+    w2 = weight.clone().requires_grad_()
+    ids = torch.arange(48)
+    for s in (slice(0, 20), slice(20, 48)):
+        part = tnops.linear_mlm_loss(hidden[s], w2, labels[s], bias=b, reduction="sum", row_ids=ids[s], **kw)
+        (part.loss / kept).backward()
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-5, atol=1e-7)

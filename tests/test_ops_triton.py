@@ -185,3 +185,12 @@ def test_every_kernel_compiles_for_hopper():
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all kernels compiled for cuda:90" in run.stdout
     assert "wgmma" in run.stdout  # the half-precision dots really use Hopper's tensor-core instructions
+
+
+def test_row_ids_split_invariance_in_the_kernel():
+    h, w, b, y = inputs(40, 300, 16, every=2)
+    whole = tnops.linear_mlm_loss(h, w, y, bias=b, prediction="sample", seed=6)
+    ids = torch.arange(40, device=DEVICE)
+    masked = y != -100
+    compact = tnops.linear_mlm_loss(h[masked], w, y[masked], bias=b, prediction="sample", seed=6, row_ids=ids[masked])
+    assert torch.equal(compact.predictions, whole.predictions[masked])

@@ -126,3 +126,12 @@ def test_mixed_dtypes_accepted_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = tnops.linear_mlm_loss(H, W.double(), Y)
     assert torch.isfinite(out.loss)
+
+
+def test_row_ids_errors():
+    with pytest.raises(ValueError, match=r"row_ids: expected the shape of labels \(4,\)"):
+        call(row_ids=torch.arange(5))
+    with pytest.raises(TypeError, match="row_ids: expected an integer tensor"):
+        call(row_ids=torch.zeros(4))
+    with pytest.raises(ValueError, match=r"row_ids: expected values in \[0, 2\^32\)"):
+        call(row_ids=torch.tensor([0, 1, -2, 3]))

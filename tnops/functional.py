@@ -17,7 +17,7 @@ from tnops.outputs import MLMLossOutput
 def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, bias: torch.Tensor | None = None,
                     synonyms=None, prediction: str = "argmax", temperature: float = 1.0, disallow_correct: bool = False,
                     seed: int | None = None, sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None,
-                    ignore_index: int = -100, reduction: str = "mean") -> MLMLossOutput:
+                    ignore_index: int = -100, reduction: str = "mean", row_ids: torch.Tensor | None = None) -> MLMLossOutput:
     """MLM loss through the LM head without materialising ``[N, V]`` logits, with true-negative objectives.
 
     ``logits = hidden @ weight.T + bias``; each masked row is predicted (argmax, or a Gumbel-max sample of
@@ -38,6 +38,9 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
         sr_embedding: ``[V, E']`` table for SR; defaults to ``weight``.
         ignore_index: label of rows that are not masked.
         reduction: ``"mean"`` (CE over kept rows, SR over masked rows), ``"sum"`` or ``"none"`` (``[*]``).
+        row_ids: int ``[*]`` in ``[0, 2^32)``, the Philox row key of each row (default: its flat index). Give
+            global positions (e.g. ``sequence_index * L + position``) so data-parallel ranks or gradient-
+            accumulation steps draw exactly the samples one big batch would.
     Returns:
         ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*])``, losses in float32.
     """
@@ -60,18 +63,20 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
                       disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
                       reduction=reduction)
     check.label_range("labels", labels, vocab_size, ignore_index)
+    check.row_ids(row_ids, labels)
     dtype = check.common_dtype(hidden, weight, bias)
     hidden, weight = hidden.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
     return _dispatch(hidden, weight, bias, labels, synonyms=synonyms, prediction=prediction, temperature=temperature,
                      disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight,
                      sr_embedding=weight if sr_embedding is None else sr_embedding, ignore_index=ignore_index,
-                     reduction=reduction)
+                     reduction=reduction, row_ids=row_ids)
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, prediction: str = "argmax",
              temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None, sr_weight: float = 0.0,
-             sr_embedding: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean") -> MLMLossOutput:
+             sr_embedding: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+             row_ids: torch.Tensor | None = None) -> MLMLossOutput:
     """``linear_mlm_loss`` for logits that already exist.
 
     Args:
@@ -96,19 +101,20 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         check.sr_table("sr_embedding", sr_embedding, vocab_size)
     check.same_device(logits=logits, labels=labels, sr_embedding=sr_embedding)
     check.label_range("labels", labels, vocab_size, ignore_index)
+    check.row_ids(row_ids, labels)
     return _dispatch(logits, None, None, labels, synonyms=synonyms, prediction=prediction, temperature=temperature,
                      disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, sr_embedding=sr_embedding,
-                     ignore_index=ignore_index, reduction=reduction)
+                     ignore_index=ignore_index, reduction=reduction, row_ids=row_ids)
 
 
 def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_weight, sr_embedding, ignore_index,
-              reduction, **options) -> MLMLossOutput:
+              reduction, row_ids, **options) -> MLMLossOutput:
     if prediction == "sample" and seed is None:
         seed = tn_random.draw_seed()
     backend = backends.select_backend(inputs.device)
     if backend == "reference":
         common = dict(synonyms=synonyms, prediction=prediction, seed=seed, sr_weight=sr_weight, sr_embedding=sr_embedding,
-                      ignore_index=ignore_index, reduction=reduction, **options)
+                      ignore_index=ignore_index, reduction=reduction, row_ids=row_ids, **options)
         if weight is None:
             return reference.mlm_loss(inputs, labels, **common)
         return reference.linear_mlm_loss(inputs, weight, labels, bias=bias, **common)
@@ -117,14 +123,16 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
     flat_labels = labels.reshape(-1).long().contiguous()
     table = None if synonyms is None else synonyms.to(inputs.device)
     seed = 0 if seed is None else seed
+    flat_row_ids = None if row_ids is None else row_ids.reshape(-1).long().contiguous()
     if backend == "triton" and weight is not None:
-        ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, seed=seed, prediction=prediction,
+        ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, flat_row_ids, seed=seed, prediction=prediction,
                                                      sr_embedding=sr_embedding if sr_weight else None,
                                                      ignore_index=ignore_index, reduction=reduction, **options)
     else:  # the chunked torch path; also serves mlm_loss, whose logits already exist
         opts = torch_chunked.MLMOptions(synonyms=table, prediction=prediction, seed=seed, ignore_index=ignore_index,
                                         reduction=reduction, **options)
-        ce, predictions, corrected = torch_chunked.linear_cross_entropy(flat_inputs, weight, bias, flat_labels, opts)
+        ce, predictions, corrected = torch_chunked.linear_cross_entropy(flat_inputs, weight, bias, flat_labels, opts,
+                                                                         row_ids=flat_row_ids)
         sr = None
         if sr_weight:
             sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index,
@@ -137,13 +145,13 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
     return MLMLossOutput(ce + sr_weight * sr, ce, sr, predictions, corrected)
 
 
-def _fused_head(hidden, weight, bias, labels, table, *, sr_embedding, ignore_index, reduction, **options):
+def _fused_head(hidden, weight, bias, labels, table, row_ids, *, sr_embedding, ignore_index, reduction, **options):
     """The Triton path: per-row CE and SR from one fused pass, reduced here with plain tensor ops."""
     from tnops.ops.mlm_head_launch import FusedMLMHead
 
     offsets, syn_ids = (None, None) if table is None else (table.offsets, table.ids)
     options = dict(options, ignore_index=ignore_index)
-    ce_rows, sr_rows, predictions, corrected = FusedMLMHead.apply(hidden, weight, bias, sr_embedding, labels,
+    ce_rows, sr_rows, predictions, corrected = FusedMLMHead.apply(hidden, weight, bias, sr_embedding, labels, row_ids,
                                                                   offsets, syn_ids, options, None)
     masked = labels != ignore_index
     ce = reference.reduce_rows(ce_rows, masked & ~corrected, reduction)

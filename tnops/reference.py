@@ -22,7 +22,7 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 def predict(logits: torch.Tensor, labels: torch.Tensor, *, prediction: str = "argmax", temperature: float = 1.0,
             disallow_correct: bool = False, seed: int | None = None, ignore_index: int = -100,
-            row_offset: int = 0) -> torch.Tensor:
+            row_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Predicted token per row: ``argmax(z)`` (ties → lowest id) or Gumbel-max ``argmax(z/T + g)``.
 
     Args:
@@ -32,7 +32,7 @@ def predict(logits: torch.Tensor, labels: torch.Tensor, *, prediction: str = "ar
         temperature: T > 0, sampling only.
         disallow_correct: the gold token is never predicted.
         seed: Philox seed of the Gumbel noise (``tnops.random``); None draws one from torch's generator.
-        row_offset: global index of row 0 (the noise is keyed by global row).
+        row_ids: int ``[N]`` Philox row keys (default ``arange(N)``): the noise is keyed by (seed, row id, vocab id).
     Returns:
         int64 ``[N]``.
     """
@@ -40,7 +40,7 @@ def predict(logits: torch.Tensor, labels: torch.Tensor, *, prediction: str = "ar
     masked = labels != ignore_index
     if prediction == "sample":
         seed = tn_random.draw_seed() if seed is None else seed
-        rows = torch.arange(row_offset, row_offset + scores.shape[0], device=scores.device)
+        rows = torch.arange(scores.shape[0], device=scores.device) if row_ids is None else row_ids.reshape(-1).long()
         scores = scores / temperature + tn_random.gumbel(seed, rows, scores.shape[1])
     if disallow_correct:
         gold = torch.where(masked, labels, 0).long()
@@ -88,7 +88,8 @@ def reduce_rows(per_row: torch.Tensor, counted: torch.Tensor, reduction: str) ->
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, prediction: str = "argmax",
              temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
              sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None, ignore_index: int = -100,
-             reduction: str = "mean", predictions: torch.Tensor | None = None) -> MLMLossOutput:
+             reduction: str = "mean", predictions: torch.Tensor | None = None,
+             row_ids: torch.Tensor | None = None) -> MLMLossOutput:
     """MLM cross-entropy with hard correction and soft regularization, from materialised logits.
 
     Args:
@@ -106,7 +107,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     masked = y != ignore_index
     if predictions is None:
         pred = predict(z, y, prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
-                       seed=seed, ignore_index=ignore_index)
+                       seed=seed, ignore_index=ignore_index, row_ids=row_ids)
     else:
         pred = torch.where(masked, predictions.reshape(-1).to(y.device).long(), ignore_index)
     if synonyms is None:

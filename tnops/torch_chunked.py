@@ -56,16 +56,16 @@ class _Head:
         return z, x
 
 
-def _predict(z, gold, rows, opts: MLMOptions, vocab_size: int):
+def _predict(z, gold, row_keys, opts: MLMOptions, vocab_size: int):
     scores = z
     if opts.prediction == "sample":
-        scores = z.float() / opts.temperature + tn_random.gumbel(opts.seed, rows, vocab_size)
+        scores = z.float() / opts.temperature + tn_random.gumbel(opts.seed, row_keys, vocab_size)
     if opts.disallow_correct:
         scores = scores.scatter(1, gold[:, None], float("-inf"))
     return scores.argmax(dim=1)
 
 
-def _forward_chunks(head: _Head, labels, opts: MLMOptions, want_grads: tuple[bool, bool, bool]):
+def _forward_chunks(head: _Head, labels, row_ids, opts: MLMOptions, want_grads: tuple[bool, bool, bool]):
     n = labels.shape[0]
     vocab_size = head.weight.shape[0] if head.weight is not None else head.inputs.shape[1]
     device = labels.device
@@ -87,7 +87,7 @@ def _forward_chunks(head: _Head, labels, opts: MLMOptions, want_grads: tuple[boo
         is_masked = masked[rows]
         gold = torch.where(is_masked, y, 0).long()
         lse = torch.logsumexp(z, dim=1)
-        pred = _predict(z, gold, rows, opts, vocab_size)
+        pred = _predict(z, gold, rows if row_ids is None else row_ids[rows], opts, vocab_size)
         if opts.synonyms is None:
             fixed = torch.zeros_like(is_masked)
         else:
@@ -143,13 +143,13 @@ class ChunkedMLMFunction(torch.autograd.Function):
     """Cross-entropy part of the MLM loss, chunked.  Returns ``(loss, predictions, corrected)``."""
 
     @staticmethod
-    def forward(ctx, inputs, weight, bias, labels, opts: MLMOptions):
+    def forward(ctx, inputs, weight, bias, labels, row_ids, opts: MLMOptions):
         head = _Head(inputs, weight, bias)
         scalar = opts.reduction != "none"
         want = ctx.needs_input_grad[:3] if scalar else (False, False, False)
         # The chunk maths is fp32 by design; autocast would silently drop the matmuls to half precision.
         with torch.autocast(inputs.device.type, enabled=False):
-            row_loss, lse, predictions, corrected, grads = _forward_chunks(head, labels, opts, want)
+            row_loss, lse, predictions, corrected, grads = _forward_chunks(head, labels, row_ids, opts, want)
         kept = (predictions != opts.ignore_index) & ~corrected
         if opts.reduction == "none":
             loss = row_loss
@@ -174,20 +174,21 @@ class ChunkedMLMFunction(torch.autograd.Function):
             factor = grad_loss if scale is None else grad_loss * scale
             grads = [None if g is None else (g * factor.to(g.dtype)).to(dt)
                      for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
-            return (*grads, None, None)
+            return (*grads, None, None, None)
         inputs, weight, bias, labels, lse, predictions, kept = ctx.saved_tensors
         with torch.autocast(inputs.device.type, enabled=False):
             grads = _recompute_grads(ctx, _Head(inputs, weight, bias), labels, lse, kept, grad_loss)
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
-def linear_cross_entropy(inputs, weight, bias, labels, opts: MLMOptions):
+def linear_cross_entropy(inputs, weight, bias, labels, opts: MLMOptions, row_ids=None):
     """Chunked CE with predictions and hard correction.
 
     Args:
         inputs: ``[N, E]`` hidden states (or ``[N, V]`` logits when ``weight`` is None).
         weight: ``[V, E]`` or None; bias: ``[V]`` or None; labels: int64 ``[N]``.
+        row_ids: int64 ``[N]`` Philox row keys of the samples, or None for ``arange(N)``.
     Returns:
         ``(loss, predictions int64 [N], corrected bool [N])``; loss float32, scalar or ``[N]``.
     """
-    return ChunkedMLMFunction.apply(inputs, weight, bias, labels, opts)
+    return ChunkedMLMFunction.apply(inputs, weight, bias, labels, row_ids, opts)

@@ -116,3 +116,15 @@ def common_dtype(hidden: torch.Tensor, *others: torch.Tensor | None) -> torch.dt
         return torch.get_autocast_dtype(device_type)
     listed = ", ".join(str(d) for d in sorted(dtypes, key=str))
     raise TypeError(f"hidden, weight and bias must share one dtype outside autocast, got {listed}")
+
+
+def row_ids(value, labels: torch.Tensor):
+    """Optional Philox row keys: an integer tensor shaped like ``labels`` with values in ``[0, 2^32)``."""
+    if value is None:
+        return
+    tensor("row_ids", value, floating=False)
+    if tuple(value.shape) != tuple(labels.shape):
+        raise ValueError(f"row_ids: expected the shape of labels {tuple(labels.shape)}, got {tuple(value.shape)}")
+    same_device(row_ids=value, labels=labels)
+    if value.device.type == "cpu" and value.numel() and (bool((value < 0).any()) or bool((value >= 2**32).any())):
+        raise ValueError("row_ids: expected values in [0, 2^32) (they key a 32-bit Philox counter word)")

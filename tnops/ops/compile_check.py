@@ -23,11 +23,11 @@ def _variants():
     # Every dtype with every feature on, and with every feature off: the branches that change codegen.
     for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), [(True, True, True), (False, False, False)]):
         sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
-               "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_gold_ptr": "*fp32", "part_best_ptr": "*fp32",
+               "row_ids_ptr": "*i64", "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_gold_ptr": "*fp32", "part_best_ptr": "*fp32",
                "part_idx_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32",
                "stride_wv": "i32", "stride_we": "i32", "seed": "i64", "temperature": "fp32", "ignore_index": "i32",
                "v_per_split": "i32"}
-        const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, BLOCK_N=64, BLOCK_V=128, BLOCK_E=64,
+        const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample, BLOCK_N=64, BLOCK_V=128, BLOCK_E=64,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         yield f"_mlm_fwd_kernel[{dtype}, bias={bias}, sample={sample}, disallow={disallow}]", \
             mlm_head._mlm_fwd_kernel, sig, const, 8

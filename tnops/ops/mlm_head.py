@@ -63,11 +63,11 @@ def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, s
 
 
 @triton.jit
-def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr,
+def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, row_ids_ptr,
                     part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr,
                     N, V, E, stride_hn, stride_he, stride_wv, stride_we,
                     seed, temperature, ignore_index, v_per_split,
-                    HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr, HAS_ROW_IDS: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
     """Partial statistics of rows ``pid_n`` over vocabulary slice ``split``.
@@ -86,6 +86,9 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr,
     gold_logit = tl.zeros((BLOCK_N,), tl.float32)
     best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     best_idx = tl.zeros((BLOCK_N,), tl.int32)
+    row_keys = rows
+    if HAS_ROW_IDS:  # caller-given Philox row keys, e.g. global positions in a data-parallel batch
+        row_keys = tl.load(row_ids_ptr + rows, mask=row_ok, other=0)
     v_start = split * v_per_split
     v_stop = tl.minimum(V, v_start + v_per_split)
     if tl.max(active.to(tl.int32), axis=0) > 0:  # row blocks with nothing masked cost nothing
@@ -102,7 +105,7 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr,
             gold_logit += tl.sum(tl.where(is_gold, z, 0.0), axis=1)
             score = z
             if SAMPLE:
-                score = tl.div_rn(z, temperature) + _gumbel_tile(seed, rows, v0, BLOCK_V)
+                score = tl.div_rn(z, temperature) + _gumbel_tile(seed, row_keys, v0, BLOCK_V)
                 score = tl.where(col_ok[None, :], score, float("-inf"))
             if DISALLOW:
                 score = tl.where(is_gold, float("-inf"), score)

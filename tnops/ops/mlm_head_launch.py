@@ -22,13 +22,14 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None, sr_embedding=None,
                      prediction="argmax", temperature=1.0, disallow_correct=False, seed=0, ignore_index=-100,
-                     config=None):
+                     row_ids=None, config=None):
     """Run the forward kernels.
 
     Args:
         hidden: ``[N, E]``; weight: ``[V, E]``; bias: ``[V]`` or None; labels: int64 ``[N]``.
         offsets, syn_ids: int32 CSR synonym table ``[V+1]``, ``[nnz]`` on the same device, or None.
         sr_embedding: ``[V, E']`` or None (no SR).
+        row_ids: int64 ``[N]`` Philox row keys, or None for ``arange(N)``.
         config: a ``HeadConfig`` (None: heuristic).
     Returns:
         dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), predictions (int64), corrected (bool),
@@ -44,11 +45,12 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
     grid = (triton.cdiv(n, cfg.block_n), splits)
     kernels._mlm_fwd_kernel[grid](
-        hidden, weight, bias if bias is not None else hidden, labels, *part, part_idx,
+        hidden, weight, bias if bias is not None else hidden, labels, row_ids if row_ids is not None else labels,
+        *part, part_idx,
         n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         seed, float(temperature), ignore_index, v_per_split,
         HAS_BIAS=bias is not None, SAMPLE=prediction == "sample", DISALLOW=disallow_correct,
-        BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e, DOT_PRECISION=_dot_precision(hidden.dtype),
+        HAS_ROW_IDS=row_ids is not None, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e, DOT_PRECISION=_dot_precision(hidden.dtype),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss")}
     out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
@@ -115,9 +117,9 @@ class FusedMLMHead(torch.autograd.Function):
     """Per-row CE and SR of the fused head.  Returns ``(ce [N], sr [N], predictions [N], corrected [N])``."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, sr_embedding, labels, offsets, syn_ids, options: dict, config):
+    def forward(ctx, hidden, weight, bias, sr_embedding, labels, row_ids, offsets, syn_ids, options: dict, config):
         out = mlm_head_forward(hidden, weight, bias, labels, offsets=offsets, syn_ids=syn_ids,
-                               sr_embedding=sr_embedding, config=config, **options)
+                               sr_embedding=sr_embedding, row_ids=row_ids, config=config, **options)
         ctx.options, ctx.config, ctx.has_sr = options, config, sr_embedding is not None
         ctx.save_for_backward(hidden, weight, bias, sr_embedding, labels, out["lse"], out["predictions"],
                               out["corrected"], out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"])
@@ -142,4 +144,4 @@ class FusedMLMHead(torch.autograd.Function):
                                ignore_index=ignore_index, config=ctx.config).to(sr_embedding.dtype)
         cast = lambda g, like: None if g is None else g.to(like.dtype)
         return (cast(dh, hidden), cast(dw, weight), cast(db, bias) if bias is not None else None, demb,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
