@@ -73,3 +73,18 @@ def test_draw_seed_follows_manual_seed():
     torch.manual_seed(5)
     assert tn_random.draw_seed() == a
     assert tn_random.draw_seed() != a
+
+
+def test_native_gumbel_matches_the_tensor_stream(monkeypatch):
+    """The C++ op (csrc/philox.cpp) draws the same words; floats agree up to libm's last bits."""
+    native = tn_random.native_gumbel()
+    if native is None:
+        pytest.skip("tnops._native is not built (TNOPS_SKIP_NATIVE=1 or no compiler)")
+    rows = torch.tensor([0, 3, 2**31 + 7, 2**32 - 1])
+    for seed, start, stop in [(5, 0, 1000), (2**63 + 11, 3, 57), (0, 12, 13)]:
+        fast = tn_random.gumbel(seed, rows, stop, start, stop)
+        monkeypatch.setattr(tn_random, "_NATIVE", False)
+        slow = tn_random.gumbel(seed, rows, stop, start, stop)
+        monkeypatch.undo()
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+        assert torch.equal(fast.argmax(1), slow.argmax(1))

@@ -82,6 +82,22 @@ def uniform(seed: int, rows: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Ten
     return words_to_uniform(picked)
 
 
+def native_gumbel():
+    """``torch.ops.tnops.gumbel_noise`` from the compiled extension (csrc/philox.cpp), or None when not built."""
+    global _NATIVE
+    if _NATIVE is None:
+        try:
+            import tnops._native  # noqa: F401  (registers torch.ops.tnops.*)
+
+            _NATIVE = torch.ops.tnops.gumbel_noise
+        except (ImportError, OSError, AttributeError, RuntimeError):
+            _NATIVE = False
+    return _NATIVE or None
+
+
+_NATIVE = None
+
+
 def gumbel(seed: int, rows: torch.Tensor, vocab_size: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
     """Gumbel noise ``g = -log(-log u)`` for ``rows`` × vocabulary ids ``[start, stop)``.
 
@@ -93,6 +109,10 @@ def gumbel(seed: int, rows: torch.Tensor, vocab_size: int, start: int = 0, stop:
         float32 ``[R, stop - start]``.
     """
     stop = vocab_size if stop is None else stop
+    native = native_gumbel() if rows.device.type == "cpu" else None
+    if native is not None:  # same stream, ~20x faster than the tensor ops below on CPU
+        seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        return native(seed - 2**64 if seed >= 2**63 else seed, rows.long(), start, stop)
     if stop - start >= 4:
         # Generate whole Philox blocks once and slice: 4 ids per call instead of one call per id.
         first, last = start >> 2, (stop + 3) >> 2
