@@ -1,0 +1,158 @@
+"""ELECTRA with true-negative objectives, built from Hugging Face transformers' ELECTRA modules.
+
+Generator and discriminator share the whole embedding block (word, position and type tables and its
+LayerNorm); each keeps its own embedding projection.  The generator head (dense → GELU → LayerNorm, from
+``ElectraGeneratorPredictions``) is evaluated only at masked positions and goes through
+``tnops.linear_mlm_loss`` with the tied word table and its own bias, so the ``[masked × vocab]`` logits
+are never stored; its Gumbel-max samples become the replacements.  Hard correction relabels a sampled
+synonym as *original* for the discriminator (``tnops.rtd_loss``).  ``save_pretrained`` writes the two
+halves as ``ElectraForPreTraining`` / ``ElectraForMaskedLM`` checkpoints that ``transformers`` loads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import tnops
+from electra.config import ElectraTNConfig
+from electra.masking import mask_tokens
+
+
+@dataclass
+class ElectraTNOutput:
+    """Losses (scalars) and detached statistics of one pre-training step.
+
+    ``loss = gen_loss + disc_weight · disc_loss + sr_weight · sr_loss + sentence_sr_weight · sentence_sr_loss``.
+    ``stats``: masked, corrected (counts), replaced_rate, gen_accuracy, disc_accuracy (fractions).
+    """
+
+    loss: torch.Tensor
+    gen_loss: torch.Tensor
+    disc_loss: torch.Tensor
+    sr_loss: torch.Tensor
+    sentence_sr_loss: torch.Tensor
+    stats: dict = field(default_factory=dict)
+    corrupted_ids: torch.Tensor | None = None
+    disc_labels: torch.Tensor | None = None
+
+
+class ElectraTNForPretraining(nn.Module):
+    """Generator + discriminator pre-trained with hard correction and soft regularization.
+
+    Args:
+        config: ``ElectraTNConfig``.
+        synonyms: ``tnops.SynonymTable`` over the model's vocabulary (needed when ``config.hc``).
+    """
+
+    def __init__(self, config: ElectraTNConfig, synonyms=None):
+        super().__init__()
+        from transformers import ElectraForMaskedLM, ElectraForPreTraining
+
+        if config.hc and synonyms is None:
+            raise ValueError("synonyms: hard correction (config.hc=True) needs a tnops.SynonymTable")
+        if synonyms is not None and synonyms.vocab_size != config.vocab_size:
+            raise ValueError(f"synonyms: table has {synonyms.vocab_size} tokens, the model {config.vocab_size}")
+        self.config = config
+        self.synonyms = synonyms
+        disc_config, gen_config = config.hf_configs()
+        self.discriminator = ElectraForPreTraining(disc_config)
+        self.generator = ElectraForMaskedLM(gen_config)
+        # One embedding block for both halves, and the generator's output tied to its word table.
+        self.generator.electra.embeddings = self.discriminator.electra.embeddings
+        self.generator.generator_lm_head.weight = self.embeddings.word_embeddings.weight
+
+    @property
+    def embeddings(self):
+        return self.discriminator.electra.embeddings
+
+    @property
+    def word_embeddings(self) -> torch.Tensor:
+        return self.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                *, seed: int, sequence_offset: int = 0,
+                count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ElectraTNOutput:
+        """One pre-training step's losses.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: int ``[B, L]`` original (unmasked) sequences.
+            seed: seeds masking and sampling (Philox, keyed by global sequence index and position).
+            sequence_offset: global index of row 0 of this batch (data-parallel rank / micro-batch offset).
+            count_reducer: maps the local normaliser counts ``[kept, masked, tokens]`` (float ``[3]``) to
+                global ones (e.g. an all-reduce), so data-parallel losses equal one big batch's.
+        Returns:
+            ``ElectraTNOutput``.
+        """
+        cfg = self.config
+        batch, length = input_ids.shape
+        masked = mask_tokens(input_ids, attention_mask, special_token_ids=cfg.special_token_ids,
+                             mask_token_id=cfg.mask_token_id, seed=seed, sequence_offset=sequence_offset,
+                             mask_prob=cfg.mask_prob, max_predictions=cfg.max_predictions)
+        gen_states = self.generator.electra(masked.input_ids, attention_mask=attention_mask,
+                                            token_type_ids=token_type_ids).last_hidden_state
+        selected = masked.selected
+        positions = torch.arange(batch * length, device=input_ids.device).view(batch, length)
+        row_ids = (positions + sequence_offset * length)[selected]
+        head_input = self.generator.generator_predictions(gen_states[selected])
+        gold = input_ids[selected]
+        out = tnops.linear_mlm_loss(head_input, self.word_embeddings, gold, bias=self.generator.generator_lm_head.bias,
+                                    synonyms=self.synonyms if cfg.hc else None, prediction="sample",
+                                    temperature=cfg.temperature, seed=seed, sr_weight=cfg.sr_weight, row_ids=row_ids,
+                                    reduction="sum")
+        sampled = out.predictions.detach()
+        corrupted = input_ids.masked_scatter(selected, sampled)
+        corrected = torch.zeros_like(selected).masked_scatter(selected, out.corrected)
+        disc_states = self.discriminator.electra(corrupted, attention_mask=attention_mask,
+                                                 token_type_ids=token_type_ids).last_hidden_state
+        disc_logits = self.discriminator.discriminator_predictions(disc_states)
+        disc_sum = tnops.rtd_loss(disc_logits, corrupted, input_ids, attention_mask, corrected, reduction="sum")
+        sentence_sum = disc_sum.new_zeros(())
+        if cfg.sentence_sr_weight:
+            original_states = self.discriminator.electra(input_ids, attention_mask=attention_mask,
+                                                         token_type_ids=token_type_ids).last_hidden_state
+            valid = attention_mask.bool()
+            sentence_sum = tnops.sentence_sr_loss(disc_states, original_states, attention_mask) * valid.sum()
+        kept = (~out.corrected).sum()
+        counts = torch.stack([kept, selected.sum(), attention_mask.bool().sum()]).float()
+        if count_reducer is not None:
+            counts = count_reducer(counts)
+        counts = counts.clamp_min(1.0)
+        gen_loss = out.mlm_loss / counts[0]
+        sr_loss = out.sr_loss / counts[1]
+        disc_loss = disc_sum / counts[2]
+        sentence_sr = sentence_sum / counts[2]
+        loss = gen_loss + cfg.disc_weight * disc_loss + cfg.sr_weight * sr_loss + cfg.sentence_sr_weight * sentence_sr
+        disc_labels = (corrupted != input_ids) & ~corrected
+        with torch.no_grad():
+            real = attention_mask.bool()
+            n_sel = selected.sum().clamp_min(1)
+            stats = {
+                "masked": int(selected.sum()),
+                "corrected": int(out.corrected.sum()),
+                "replaced_rate": float(((corrupted != input_ids) & selected).sum() / n_sel),
+                "gen_accuracy": float((sampled == gold).sum() / n_sel),
+                "disc_accuracy": float((((disc_logits > 0) == disc_labels) & real).sum() / real.sum().clamp_min(1)),
+            }
+        return ElectraTNOutput(loss, gen_loss, disc_loss, sr_loss, sentence_sr, stats, corrupted, disc_labels)
+
+    def save_pretrained(self, directory, tokenizer=None) -> dict:
+        """Write ``directory/discriminator`` (ElectraForPreTraining) and ``directory/generator`` (ElectraForMaskedLM)
+        in Hugging Face format, the tokenizer beside each, the synonym table and the tnops config.
+
+        Returns:
+            ``{"discriminator": path, "generator": path}``.
+        """
+        directory = Path(directory)
+        paths = {"discriminator": directory / "discriminator", "generator": directory / "generator"}
+        for name, path in paths.items():
+            getattr(self, name).save_pretrained(path)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(path)
+        self.config.save(directory / "electra_tn_config.json")
+        if self.synonyms is not None:
+            self.synonyms.save(directory / "synonyms.pt")
+        return paths
