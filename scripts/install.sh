@@ -8,8 +8,8 @@ PYTHON=${PYTHON:-python3}
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
-# WordNet 3.0 and LibreOffice thesauri, read offline (DESIGN §6).
-debs="wordnet-base wordnet-sense-index mythes-en-us mythes-da"
+# WordNet 3.0, LibreOffice thesauri (DESIGN §6) and the Python docs (the default ELECTRA corpus), read offline.
+debs="wordnet-base wordnet-sense-index mythes-en-us mythes-da python3-doc"
 missing=$(for p in $debs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -1,0 +1,113 @@
+"""False-negative statistics of a trained generator (paper Table 2): ``electra-fn-stats``.
+
+Masks held-out text as pre-training does, lets the generator predict (Gumbel sample, or argmax), and
+counts how many wrong predictions are listed synonyms of the gold token:
+
+* prediction level: corrected / mismatched predictions;
+* iteration level: sequences with at least one corrected prediction / sequences.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import tnops
+from electra import data as edata
+from electra.masking import mask_tokens
+
+
+def _generator_dir(model: Path) -> Path:
+    return model / "generator" if (model / "generator" / "config.json").exists() else model
+
+
+def _synonyms(path, model: Path, tokenizer):
+    for candidate in ([Path(path)] if path else []) + [model / "synonyms.pt", model.parent / "synonyms.pt"]:
+        if candidate.exists():
+            return tnops.SynonymTable.load(candidate, vocab=tokenizer)
+    return tnops.SynonymTable.from_wordnet(tokenizer, progress=False)
+
+
+@torch.no_grad()
+def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: int = 32, max_batches: int | None = None,
+                         prediction: str = "sample", seed: int = 0, max_predictions: int | None = None) -> dict:
+    """Count corrected predictions of ``generator`` (an ``ElectraForMaskedLM``) on ``split``.
+
+    Args:
+        split: a ``PretrainingSplit`` (``input_ids``, ``attention_mask``, ``token_type_ids`` ``[N, L]``).
+        prediction: ``"sample"`` (ELECTRA) or ``"argmax"`` (BERT).
+    Returns:
+        dict with sequences, masked, mismatched, corrected, sequences_with_correction,
+        prediction_level (corrected / mismatched) and iteration_level (share of sequences with a correction).
+    """
+    generator.eval()
+    device = next(generator.parameters()).device
+    length = split.max_seq_length
+    max_predictions = max_predictions or int(0.155 * length)
+    special = sorted({i for i in tokenizer.all_special_ids if i is not None})
+    totals = dict(sequences=0, masked=0, mismatched=0, corrected=0, sequences_with_correction=0)
+    for i, batch in enumerate(edata.eval_batches(split, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = batch.to(device)
+        masked = mask_tokens(batch.input_ids, batch.attention_mask, special_token_ids=special,
+                             mask_token_id=tokenizer.mask_token_id, seed=seed, sequence_offset=batch.global_offset,
+                             max_predictions=max_predictions)
+        states = generator.electra(masked.input_ids, attention_mask=batch.attention_mask,
+                                   token_type_ids=batch.token_type_ids).last_hidden_state
+        head = generator.generator_predictions(states)
+        row_ids = (torch.arange(batch.input_ids.numel(), device=device).view_as(batch.input_ids)
+                   + batch.global_offset * length)
+        out = tnops.linear_mlm_loss(head, generator.generator_lm_head.weight, masked.labels,
+                                    bias=generator.generator_lm_head.bias, synonyms=synonyms, prediction=prediction,
+                                    seed=seed, row_ids=row_ids)
+        selected = masked.selected
+        totals["sequences"] += batch.input_ids.shape[0]
+        totals["masked"] += int(selected.sum())
+        totals["mismatched"] += int((selected & (out.predictions != batch.input_ids)).sum())
+        totals["corrected"] += int(out.corrected.sum())
+        totals["sequences_with_correction"] += int(out.corrected.any(dim=1).sum())
+    totals["prediction_level"] = totals["corrected"] / max(totals["mismatched"], 1)
+    totals["iteration_level"] = totals["sequences_with_correction"] / max(totals["sequences"], 1)
+    return totals
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="electra-fn-stats", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="export dir of electra-pretrain (…/final) or a generator dir")
+    p.add_argument("--corpus", default=None, help="text file, directory, datasets name (default: built-in corpus)")
+    p.add_argument("--synonyms", default=None, help="saved table (default: the one beside the model, else WordNet)")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--prediction", default="sample", choices=["sample", "argmax"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    args = p.parse_args(argv)
+    from transformers import AutoModelForMaskedLM
+
+    model_dir = Path(args.model)
+    gen_dir = _generator_dir(model_dir)
+    if not (gen_dir / "config.json").exists():
+        p.error(f"--model: no generator checkpoint (config.json) in {model_dir} or {model_dir / 'generator'}")
+    tokenizer = edata.load_tokenizer(str(gen_dir) if (gen_dir / "tokenizer_config.json").exists() else None)
+    generator = AutoModelForMaskedLM.from_pretrained(gen_dir)
+    synonyms = _synonyms(args.synonyms, model_dir, tokenizer)
+    dataset = edata.build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
+                                  progress=False)
+    stats = false_negative_stats(generator, tokenizer, synonyms, dataset.train, batch_size=args.batch_size,
+                                 max_batches=args.max_batches, prediction=args.prediction, seed=args.seed)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(f"sequences {stats['sequences']}, masked {stats['masked']}, mismatched {stats['mismatched']}, "
+              f"corrected {stats['corrected']}")
+        print(f"prediction-level false-negative ratio (corrected / mismatched): {stats['prediction_level']:.2%}")
+        print(f"iteration-level ratio (sequences with a correction):           {stats['iteration_level']:.2%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

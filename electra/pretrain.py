@@ -1,0 +1,292 @@
+"""Pre-train ELECTRA with hard correction and soft regularization: ``electra-pretrain`` / ``python -m electra.pretrain``.
+
+Single process, or data-parallel under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on GPU).
+Every random choice is keyed by (seed, step, global sequence index): a run on W ranks with gradient
+accumulation A sees exactly the masks and samples of one process with the same global batch, and
+``--resume`` continues bit-exactly (model, optimiser, schedule, RNG and data position are checkpointed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import tnops
+from electra import data as edata
+from electra.config import PRESETS, ElectraTNConfig
+from electra.modeling import ElectraTNForPretraining
+from electra.optim import make_optimizer, warmup_linear_decay
+from electra.training_io import atomic_save, plot_history
+
+EVAL_SEED = 0x5EED_E7A1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="electra-pretrain", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and recipe (default: tiny)")
+    p.add_argument("--corpus", default=None, help="text file, directory, datasets name, or builtin:python-docs|wordnet")
+    p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer dir/name (default: bert-base-uncased)")
+    p.add_argument("--synonyms", default=None, help="saved tnops.SynonymTable (default: built from WordNet)")
+    p.add_argument("--no-hc", action="store_true", help="disable hard correction")
+    p.add_argument("--sr-weight", type=float, default=None, help="soft-regularization weight (default 1.0; 0 disables)")
+    p.add_argument("--sentence-sr", type=float, nargs="?", const=1.0, default=0.0, metavar="WEIGHT",
+                   help="add sentence-level SR with this weight (flag alone: 1.0)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all ranks, all micro-batches)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step on each rank")
+    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw"],
+                   help="adam: no bias correction, as ELECTRA; adamw: torch.optim.AdamW")
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype on GPU (auto: bf16 when supported); CPU runs fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the two encoders")
+    p.add_argument("--output-dir", default="runs/electra")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue from a checkpoint file, or (flag alone) from OUTPUT_DIR/checkpoint.pt")
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (and at the end)")
+    p.add_argument("--eval-every", type=int, default=100, help="evaluate on the held-out split every N steps")
+    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="checkpoint and stop at this step without finishing (simulates pre-emption)")
+    p.add_argument("--cache-dir", default=None, help="tokenized-data cache (default ~/.cache/tnops/electra_data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    for name in ("max_steps", "batch_size", "max_seq_length", "warmup_steps", "save_every", "eval_every"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup_steps" else 1):
+            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.grad_accum < 1:
+        p.error(f"--grad-accum must be >= 1, got {args.grad_accum}")
+    return args
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _config(args, tokenizer) -> ElectraTNConfig:
+    overrides = {k: v for k, v in dict(max_steps=args.max_steps, batch_size=args.batch_size,
+                                        max_seq_length=args.max_seq_length, learning_rate=args.learning_rate,
+                                        warmup_steps=args.warmup_steps, sr_weight=args.sr_weight,
+                                        dropout=args.dropout).items() if v is not None}
+    config = ElectraTNConfig.from_preset(args.preset, hc=not args.no_hc, sentence_sr_weight=args.sentence_sr,
+                                         **overrides).for_tokenizer(tokenizer)
+    config.warmup_steps = min(config.warmup_steps, config.max_steps)
+    return config
+
+
+def _synonyms(args, tokenizer, output_dir: Path, rank: int):
+    if args.no_hc:
+        return None
+    if args.synonyms:
+        return tnops.SynonymTable.load(args.synonyms, vocab=tokenizer)
+    path = output_dir / "synonyms.pt"
+    if rank == 0 and not path.exists():
+        tnops.SynonymTable.from_wordnet(tokenizer, progress=not args.no_progress).save(path)
+    if dist.is_initialized():
+        dist.barrier()
+    return tnops.SynonymTable.load(path, vocab=tokenizer)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The masking/sampling seed of one optimiser step (the same on every rank and micro-batch)."""
+    return (seed * 1_000_003 + step * 7_919 + 1) & ((1 << 62) - 1)
+
+
+def _count_reducer(world: int):
+    if world == 1:
+        return None
+
+    def reduce(counts: torch.Tensor) -> torch.Tensor:
+        counts = counts.clone()
+        dist.all_reduce(counts)
+        return counts
+
+    return reduce
+
+
+@torch.no_grad()
+def evaluate(model: ElectraTNForPretraining, split, batch_size: int, max_batches: int, device, autocast) -> dict:
+    """Mean losses and accuracies over the first ``max_batches`` held-out batches (fixed masks and samples)."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for i, batch in enumerate(edata.eval_batches(split, batch_size)):
+        if i >= max_batches:
+            break
+        batch = batch.to(device)
+        with autocast:
+            out = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, seed=EVAL_SEED,
+                        sequence_offset=batch.global_offset)
+        values = dict(loss=out.loss.item(), gen_loss=out.gen_loss.item(), disc_loss=out.disc_loss.item(),
+                      sr_loss=out.sr_loss.item(), gen_accuracy=out.stats["gen_accuracy"],
+                      disc_accuracy=out.stats["disc_accuracy"])
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+    model.train(was_training)
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def train(args) -> dict:
+    """Run pre-training as ``args`` says; returns a summary (final step, last losses, paths)."""
+    rank, world, device = _distributed()
+    output_dir = Path(args.output_dir)
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = edata.load_tokenizer(args.tokenizer)
+    config = _config(args, tokenizer)
+    if config.batch_size % (world * args.grad_accum):
+        raise ValueError(f"--batch-size {config.batch_size} is not divisible by world_size × grad_accum = "
+                         f"{world} × {args.grad_accum}")
+    if rank == 0:  # build (or find) the cache once; the other ranks then load it
+        dataset = edata.build_dataset(args.corpus, tokenizer, config.max_seq_length, args.cache_dir, args.seed,
+                                      progress=not args.no_progress)
+    if dist.is_initialized():
+        dist.barrier()
+    if rank != 0:
+        dataset = edata.build_dataset(args.corpus, tokenizer, config.max_seq_length, args.cache_dir, args.seed,
+                                      progress=False)
+    synonyms = _synonyms(args, tokenizer, output_dir, rank)
+    torch.manual_seed(args.seed + rank)  # dropout; masks and samples are keyed separately
+    model = ElectraTNForPretraining(config, synonyms.to(device) if synonyms is not None else None).to(device)
+    optimizer = make_optimizer(model, args.optimizer, config.learning_rate, config.weight_decay, config.adam_epsilon)
+    scheduler = warmup_linear_decay(optimizer, config.warmup_steps, config.max_steps)
+    stream = edata.BatchStream(dataset.train, config.batch_size, seed=args.seed, rank=rank, world_size=world)
+    step, history = 0, []
+    checkpoint_path = output_dir / "checkpoint.pt"
+    if args.resume:
+        path = checkpoint_path if args.resume == "auto" else Path(args.resume)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stream.load_state_dict(state["data"])
+        step, history = state["step"], state["history"]
+        torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        if torch.cuda.is_available() and state.get("cuda_rng"):
+            torch.cuda.set_rng_state(state["cuda_rng"][min(rank, len(state["cuda_rng"]) - 1)])
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    if args.precision == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype else nullcontext()
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and dtype == torch.float16)
+    if args.compile:
+        model.generator.electra = torch.compile(model.generator.electra)
+        model.discriminator.electra = torch.compile(model.discriminator.electra)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
+    runner = ddp or model
+    reducer = _count_reducer(world)
+    micro = config.batch_size // world // args.grad_accum
+    stop_at = min(config.max_steps, args.stop_after or config.max_steps)
+    progress = None
+    if rank == 0 and not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=config.max_steps, initial=step, desc="electra-pretrain", unit="step", dynamic_ncols=True)
+    model.train()
+    while step < stop_at:
+        started = time.perf_counter()
+        batch = next(stream).to(device)
+        seed = step_seed(args.seed, step)
+        totals = torch.zeros(6, device=device)  # loss, gen, disc, sr, corrected, masked
+        for m in range(args.grad_accum):
+            rows = slice(m * micro, (m + 1) * micro)
+            sync = ddp.no_sync() if ddp is not None and m < args.grad_accum - 1 else nullcontext()
+            with sync, autocast:
+                out = runner(batch.input_ids[rows], batch.attention_mask[rows], batch.token_type_ids[rows], seed=seed,
+                             sequence_offset=batch.global_offset + m * micro, count_reducer=reducer)
+                # counts are global: ×world undoes DDP's gradient averaging, ÷accum averages micro-batches
+                scaler.scale(out.loss * world / args.grad_accum).backward()
+            totals += torch.stack([out.loss.detach(), out.gen_loss.detach(), out.disc_loss.detach(),
+                                   out.sr_loss.detach(), torch.tensor(float(out.stats["corrected"]), device=device),
+                                   torch.tensor(float(out.stats["masked"]), device=device)])
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        if world > 1:  # each rank's loss is its share (local sum / global count): the global loss is their sum
+            dist.all_reduce(totals)
+        tokens = float(batch.attention_mask.sum()) * world
+        record = dict(step=step, loss=totals[0].item() / args.grad_accum, gen_loss=totals[1].item() / args.grad_accum,
+                      disc_loss=totals[2].item() / args.grad_accum, sr_loss=totals[3].item() / args.grad_accum,
+                      correction_rate=totals[4].item() / max(totals[5].item(), 1.0), lr=scheduler.get_last_lr()[0])
+        elapsed = time.perf_counter() - started
+        if rank == 0 and (step % args.eval_every == 0 or step == config.max_steps):
+            record["eval"] = evaluate(model, dataset.eval, micro, args.eval_batches, device, autocast)
+        history.append(record)
+        if progress is not None:
+            progress.set_postfix(loss=f"{record['loss']:.3f}", corr=f"{record['correction_rate']:.3f}",
+                                 tok_s=f"{tokens / elapsed:.0f}")
+            progress.update(1)
+        if step % args.save_every == 0 or step == stop_at:
+            _save_checkpoint(checkpoint_path, model, optimizer, scheduler, stream, step, history, config, world, rank)
+    if progress is not None:
+        progress.close()
+    summary = dict(step=step, finished=step >= config.max_steps, checkpoint=str(checkpoint_path),
+                   last=history[-1] if history else None)
+    if rank == 0 and step >= config.max_steps:
+        summary["export"] = {k: str(v) for k, v in model.save_pretrained(output_dir / "final", tokenizer).items()}
+        summary["plot"] = str(plot_history(history, output_dir / "loss_curve.png"))
+        (output_dir / "history.json").write_text(json.dumps(history, indent=1))
+    if dist.is_initialized():
+        dist.barrier()
+    return summary
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, stream, step, history, config, world, rank):
+    rng = [torch.get_rng_state()]
+    if world > 1:  # every rank's dropout stream, so a resumed DDP run continues exactly
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rng[0])
+        rng = gathered
+    cuda_rng = [torch.cuda.get_rng_state()] if torch.cuda.is_available() else []
+    if rank == 0:
+        atomic_save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                         data=stream.state_dict(), step=step, history=history, rng=rng, cuda_rng=cuda_rng,
+                         config=config.to_dict()), path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    summary = train(args)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0:
+        last = summary["last"] or {}
+        print(f"step {summary['step']}: loss {last.get('loss', math.nan):.4f}, "
+              f"correction rate {last.get('correction_rate', math.nan):.3f}")
+        print(f"checkpoint: {summary['checkpoint']}")
+        if "export" in summary:
+            print(f"discriminator (AutoModelForPreTraining): {summary['export']['discriminator']}")
+            print(f"generator (AutoModelForMaskedLM):        {summary['export']['generator']}")
+            print(f"loss curve: {summary['plot']}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
