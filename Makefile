@@ -10,12 +10,13 @@ install:
 install-test:
 	PYTHON=$(PYTHON) bash scripts/install.sh --test
 
-# Main job (for now): build the WordNet synonym table of bert-base-uncased and print its statistics.
+# Main job: pre-train a tiny ELECTRA on CPU with WordNet hard correction + soft regularization on the
+# built-in corpus (Python documentation prose), then report false-negative statistics of its generator.
 demo: install
-	mkdir -p $(OUT)
-	$(PYTHON) -m tnops.cli synonyms build --source wordnet --out $(OUT)/wordnet-bert-base-uncased.tnsyn
-	$(PYTHON) -m tnops.cli synonyms stats $(OUT)/wordnet-bert-base-uncased.tnsyn
-	$(PYTHON) -m tnops.cli synonyms show $(OUT)/wordnet-bert-base-uncased.tnsyn primary
+	$(PYTHON) -m tnops.cli synonyms build --source wordnet --out $(OUT)/synonyms.pt
+	$(PYTHON) -m tnops.cli synonyms show $(OUT)/synonyms.pt primary
+	$(PYTHON) -m electra.pretrain --preset tiny --output-dir $(OUT) --synonyms $(OUT)/synonyms.pt
+	$(PYTHON) -m electra.fn_stats --model $(OUT)/final --max-batches 4
 
 # Test suite; pytest's exit code 5 ("no tests collected") is not a failure.
 test: install-test

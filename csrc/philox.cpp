@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -35,8 +36,8 @@ inline float word_to_gumbel(uint32_t word) {
   int32_t x = static_cast<int32_t>(word);
   x = x < 0 ? ~x : x;
   float u = static_cast<float>(x) * kScale;
-  u = std::fmin(std::fmax(u, kUMin), kUMax);
-  return -std::log(-std::log(u));
+  u = u < kUMin ? kUMin : (u > kUMax ? kUMax : u);
+  return -logf(-logf(u));
 }
 
 // gumbel_noise(seed, rows [R] int64, start, stop) -> float32 [R, stop - start]
@@ -52,17 +53,22 @@ torch::Tensor gumbel_noise(int64_t seed, const torch::Tensor& rows, int64_t star
   const uint64_t useed = static_cast<uint64_t>(seed);
   const uint32_t k0 = static_cast<uint32_t>(useed), k1 = static_cast<uint32_t>(useed >> 32);
   const int64_t first_quad = start >> 2, last_quad = (stop + 3) >> 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < n_rows; ++r) {
-    float* dst = out_ptr + r * width;
-    const uint32_t row_word = static_cast<uint32_t>(row_ptr[r]);
-    for (int64_t q = first_quad; q < last_quad; ++q) {
-      uint32_t c[4] = {static_cast<uint32_t>(q), row_word, 0u, 0u};
-      philox4x32_10(c, k0, k1);
-      for (int lane = 0; lane < 4; ++lane) {
-        const int64_t v = 4 * q + lane;
-        if (v >= start && v < stop) dst[v - start] = word_to_gumbel(c[lane]);
+#pragma omp parallel
+  {
+    // Philox words of one row first, then the float maths in a separate loop the compiler vectorises.
+    std::vector<uint32_t> words(static_cast<size_t>(4 * (last_quad - first_quad)));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const uint32_t row_word = static_cast<uint32_t>(row_ptr[r]);
+      for (int64_t q = first_quad; q < last_quad; ++q) {
+        uint32_t c[4] = {static_cast<uint32_t>(q), row_word, 0u, 0u};
+        philox4x32_10(c, k0, k1);
+        for (int lane = 0; lane < 4; ++lane) words[4 * (q - first_quad) + lane] = c[lane];
       }
+      const uint32_t* src = words.data() + (start - 4 * first_quad);
+      float* dst = out_ptr + r * width;
+#pragma omp simd
+      for (int64_t v = 0; v < width; ++v) dst[v] = word_to_gumbel(src[v]);
     }
   }
   return out;
