@@ -139,3 +139,11 @@ def test_module_entry_point_runs_as_a_process(tmp_path, vocab_file, vectors_file
                           capture_output=True, text=True, timeout=300)
     assert show.returncode == 2 and show.stdout == ""
     assert show.stderr == "tnops: error: word: '##s' is not a whole-word token of this vocabulary\n"
+
+
+def test_save_creates_missing_folders(tmp_path):
+    from tnops import SynonymTable
+
+    path = tmp_path / "a" / "b" / "table.pt"
+    SynonymTable.from_pairs([1], [2], 5).save(path)
+    assert SynonymTable.load(path).num_pairs == 1

@@ -339,13 +339,14 @@ class SynonymTable:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write the table to one file (``torch.save`` of a dict of tensors and plain values)."""
+        """Write the table to one file (``torch.save`` of a dict of tensors and plain values), creating its folder."""
         payload = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "offsets": self.offsets.cpu(), "ids": self.ids.cpu(),
             "vocab_hash": self.vocab_hash, "tokens": None if self.tokens is None else list(self.tokens),
             "build_record": self.build_record, "num_candidates": self.num_candidates,
         }  # fmt: skip
+        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
         torch.save(payload, os.fspath(path))
 
     @classmethod
