@@ -110,7 +110,8 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
 def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_weight, sr_embedding, ignore_index,
               reduction, row_ids, **options) -> MLMLossOutput:
     if prediction == "sample" and seed is None:
-        seed = tn_random.draw_seed()
+        # int(tensor) would break a compiled graph; the custom op takes the seed as a tensor instead
+        seed = torch.randint(0, 2**62, (), dtype=torch.int64) if torch.compiler.is_compiling() else tn_random.draw_seed()
     backend = backends.select_backend(inputs.device)
     if backend == "reference":
         common = dict(synonyms=synonyms, prediction=prediction, seed=seed, sr_weight=sr_weight, sr_embedding=sr_embedding,
@@ -122,9 +123,17 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
     flat_inputs = inputs.reshape(-1, inputs.shape[-1])
     flat_labels = labels.reshape(-1).long().contiguous()
     table = None if synonyms is None else synonyms.to(inputs.device)
-    seed = 0 if seed is None else seed
+    seed = 0 if seed is None else seed  # argmax ignores it
     flat_row_ids = None if row_ids is None else row_ids.reshape(-1).long().contiguous()
-    if backend == "triton" and weight is not None:
+    if torch.compiler.is_compiling():  # opaque custom ops keep the graph whole (tnops/custom_ops.py)
+        ce, predictions, corrected = _custom_op_rows(flat_inputs, weight, bias, flat_labels, table, flat_row_ids,
+                                                     seed=seed, prediction=prediction, ignore_index=ignore_index,
+                                                     reduction=reduction, backend=backend, **options)
+        sr = None
+        if sr_weight:
+            sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index,
+                                   reduction=reduction)
+    elif backend == "triton" and weight is not None:
         ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, flat_row_ids, seed=seed, prediction=prediction,
                                                      sr_embedding=sr_embedding if sr_weight else None,
                                                      ignore_index=ignore_index, reduction=reduction, **options)
@@ -157,6 +166,20 @@ def _fused_head(hidden, weight, bias, labels, table, row_ids, *, sr_embedding, i
     ce = reference.reduce_rows(ce_rows, masked & ~corrected, reduction)
     sr = None if sr_embedding is None else reference.reduce_rows(sr_rows, masked, reduction)
     return ce, sr, predictions, corrected
+
+
+def _custom_op_rows(hidden, weight, bias, labels, table, row_ids, *, seed, prediction, temperature, disallow_correct,
+                    ignore_index, reduction, backend):
+    from tnops import custom_ops
+
+    offsets, syn_ids = (None, None) if table is None else (table.offsets, table.ids)
+    seed = seed if isinstance(seed, torch.Tensor) else torch.tensor(seed, dtype=torch.int64)
+    op_backend = "triton" if backend == "triton" and weight is not None else "torch"
+    ce_rows, _, predictions, corrected = custom_ops.mlm_rows(hidden, weight, bias, labels, row_ids, offsets, syn_ids,
+                                                             seed, prediction, float(temperature), disallow_correct,
+                                                             ignore_index, op_backend)
+    kept = (labels != ignore_index) & ~corrected
+    return reference.reduce_rows(ce_rows, kept, reduction), predictions, corrected
 
 
 def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Tensor, *, ignore_index: int = -100,

@@ -37,7 +37,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class _Head:
+class Head:
     """Produces float logits for a set of rows: the LM head ``h Wᵀ + b``, or rows of given logits."""
 
     def __init__(self, inputs, weight, bias):
@@ -65,7 +65,7 @@ def _predict(z, gold, row_keys, opts: MLMOptions, vocab_size: int):
     return scores.argmax(dim=1)
 
 
-def _forward_chunks(head: _Head, labels, row_ids, opts: MLMOptions, want_grads: tuple[bool, bool, bool]):
+def forward_chunks(head: Head, labels, row_ids, opts: MLMOptions, want_grads: tuple[bool, bool, bool]):
     n = labels.shape[0]
     vocab_size = head.weight.shape[0] if head.weight is not None else head.inputs.shape[1]
     device = labels.device
@@ -110,7 +110,7 @@ def _softmax_minus_onehot(z, lse, gold, row_scale):
     return dz.mul_(row_scale[:, None])
 
 
-def _accumulate(dz, x, rows, head: _Head, grad_input, grad_weight, grad_bias):
+def _accumulate(dz, x, rows, head: Head, grad_input, grad_weight, grad_bias):
     if grad_input is not None:
         grad_input[rows] = dz @ head.weight if head.weight is not None else dz
     if grad_weight is not None:
@@ -119,11 +119,15 @@ def _accumulate(dz, x, rows, head: _Head, grad_input, grad_weight, grad_bias):
         grad_bias += dz.sum(0)
 
 
-def _recompute_grads(ctx, head: _Head, labels, lse, kept, grad_loss):
-    """Backward of ``reduction="none"``: recompute each chunk's logits and apply the per-row output gradient."""
+def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
+    """Gradients of ``Σ_rows grad_loss[row] · CE[row]`` over kept rows, recomputing each chunk's logits.
+
+    Serves ``reduction="none"`` and the custom op's backward.  Returns ``[d_inputs, d_weight, d_bias]`` (None
+    where not wanted), cast to ``out_dtypes``.
+    """
     vocab_size = head.inputs.shape[1] if head.weight is None else head.weight.shape[0]
     device = head.inputs.device
-    want_input, want_weight, want_bias = ctx.needs_input_grad[:3]
+    want_input, want_weight, want_bias = want
     grad_input = torch.zeros(head.inputs.shape, dtype=head.cdt, device=device) if want_input else None
     grad_weight = torch.zeros_like(head.weight) if want_weight else None
     grad_bias = torch.zeros(vocab_size, dtype=head.cdt, device=device) if want_bias else None
@@ -136,7 +140,7 @@ def _recompute_grads(ctx, head: _Head, labels, lse, kept, grad_loss):
         row_scale = grad_loss[rows].to(z.dtype) * kept[rows]
         _accumulate(_softmax_minus_onehot(z, lse[rows], gold, row_scale), x, rows, head,
                     grad_input, grad_weight, grad_bias)
-    return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
+    return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), out_dtypes)]
 
 
 class ChunkedMLMFunction(torch.autograd.Function):
@@ -144,12 +148,12 @@ class ChunkedMLMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, inputs, weight, bias, labels, row_ids, opts: MLMOptions):
-        head = _Head(inputs, weight, bias)
+        head = Head(inputs, weight, bias)
         scalar = opts.reduction != "none"
         want = ctx.needs_input_grad[:3] if scalar else (False, False, False)
         # The chunk maths is fp32 by design; autocast would silently drop the matmuls to half precision.
         with torch.autocast(inputs.device.type, enabled=False):
-            row_loss, lse, predictions, corrected, grads = _forward_chunks(head, labels, row_ids, opts, want)
+            row_loss, lse, predictions, corrected, grads = forward_chunks(head, labels, row_ids, opts, want)
         kept = (predictions != opts.ignore_index) & ~corrected
         if opts.reduction == "none":
             loss = row_loss
@@ -177,7 +181,8 @@ class ChunkedMLMFunction(torch.autograd.Function):
             return (*grads, None, None, None)
         inputs, weight, bias, labels, lse, predictions, kept = ctx.saved_tensors
         with torch.autocast(inputs.device.type, enabled=False):
-            grads = _recompute_grads(ctx, _Head(inputs, weight, bias), labels, lse, kept, grad_loss)
+            grads = recompute_grads(Head(inputs, weight, bias), labels, lse, kept, grad_loss,
+                                    ctx.needs_input_grad[:3], ctx.input_dtypes)
         return (*grads, None, None, None)
 
 
