@@ -123,6 +123,15 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, row_ids_ptr,
 
 
 @triton.jit
+def _embedding_rows(emb_ptr, gold, pred, active, ks, E, stride_ev, stride_ee):
+    """fp32 columns ``ks`` of the embedding rows of gold (a) and prediction (b) ``[BLOCK_N, BLOCK_E]``, and their mask."""
+    m2 = active[:, None] & (ks < E)[None, :]
+    a = tl.load(emb_ptr + gold[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
+    b = tl.load(emb_ptr + pred[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
+    return a.to(tl.float32), b.to(tl.float32), m2
+
+
+@triton.jit
 def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, labels_ptr,
                         offsets_ptr, syn_ids_ptr, emb_ptr,
                         lse_ptr, loss_ptr, pred_ptr, corrected_ptr, sr_ptr, sr_dot_ptr, sr_gold_sq_ptr, sr_pred_sq_ptr,
@@ -186,11 +195,7 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
         pred_sq = tl.zeros((BLOCK_N,), tl.float32)
         for e0 in range(0, E_SR, BLOCK_E):
             ks = e0 + tl.arange(0, BLOCK_E)
-            m2 = active[:, None] & (ks < E_SR)[None, :]
-            a = tl.load(emb_ptr + safe_gold[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
-            b = tl.load(emb_ptr + pred[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
+            a, b, unused_mask = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E_SR, stride_ev, stride_ee)
             dot += tl.sum(a * b, axis=1)
             gold_sq += tl.sum(a * a, axis=1)
             pred_sq += tl.sum(b * b, axis=1)
@@ -273,11 +278,7 @@ def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr
         r3 = tl.where(prod > cos_eps_sq, r * r * r, 0.0)
         for e0 in range(0, E, BLOCK_E):
             ks = e0 + tl.arange(0, BLOCK_E)
-            m2 = active[:, None] & (ks < E)[None, :]
-            a = tl.load(emb_ptr + safe_gold[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
-            b = tl.load(emb_ptr + pred[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
+            a, b, m2 = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E, stride_ev, stride_ee)
             da = -coef[:, None] * (b * r[:, None] - (dot * r3 * b_sq)[:, None] * a)
             db = -coef[:, None] * (a * r[:, None] - (dot * r3 * a_sq)[:, None] * b)
             tl.atomic_add(demb_ptr + safe_gold[:, None] * E + ks[None, :], da, mask=m2)
