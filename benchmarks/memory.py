@@ -21,9 +21,9 @@ from pathlib import Path
 
 CASES = {
     "reference (eager, HC+SR+sample)": ("reference", True),
-    "tnops torch (chunked, HC+SR+sample)": ("torch", True),
+    "tnops (chunked/fused, HC+SR+sample)": ("tnops", True),
     "reference (eager, plain CE)": ("reference", False),
-    "tnops torch (chunked, plain CE)": ("torch", False),
+    "tnops (chunked/fused, plain CE)": ("tnops", False),
     "torch F.linear_cross_entropy (chunked, plain CE)": ("peer", False),
 }
 
@@ -33,7 +33,8 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_case(impl: str, true_negative: bool, n: int, vocab: int, width: int, device: str) -> dict:
+def run_case(impl: str, true_negative: bool, n: int, vocab: int, width: int, device: str,
+             dtype: str = "float32") -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -41,9 +42,10 @@ def run_case(impl: str, true_negative: bool, n: int, vocab: int, width: int, dev
     from tnops import reference
 
     torch.manual_seed(0)
-    hidden = torch.randn(n, width, device=device, requires_grad=True)
-    weight = (torch.randn(vocab, width, device=device) * width**-0.5).requires_grad_()
-    bias = torch.zeros(vocab, device=device, requires_grad=True)
+    dt = getattr(torch, dtype)
+    hidden = torch.randn(n, width, device=device, dtype=dt, requires_grad=True)
+    weight = (torch.randn(vocab, width, device=device) * width**-0.5).to(dt).requires_grad_()
+    bias = torch.zeros(vocab, device=device, dtype=dt, requires_grad=True)
     labels = torch.randint(0, vocab, (n,), device=device)
     table = None
     if true_negative:
@@ -52,8 +54,8 @@ def run_case(impl: str, true_negative: bool, n: int, vocab: int, width: int, dev
     kw = dict(synonyms=table, prediction="sample", seed=1, sr_weight=0.5) if true_negative else {}
     if impl == "reference":
         fn = lambda: reference.linear_mlm_loss(hidden, weight, labels, bias=bias, **kw).loss
-    elif impl == "torch":
-        os.environ["TNOPS_BACKEND"] = "torch"
+    elif impl == "tnops":
+        os.environ.setdefault("TNOPS_BACKEND", "triton" if device == "cuda" else "torch")
         fn = lambda: tnops.linear_mlm_loss(hidden, weight, labels, bias=bias, **kw).loss
     else:
         fn = lambda: F.linear_cross_entropy(hidden, weight, labels, linear_bias=bias,
@@ -80,27 +82,29 @@ def main(argv=None) -> dict:
     parser.add_argument("--vocab", type=int, default=30522)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:  # child process: one measurement, printed as JSON
         impl, tn = CASES[args.case]
-        print(json.dumps(run_case(impl, tn, args.n, args.vocab, args.width, args.device)))
+        print(json.dumps(run_case(impl, tn, args.n, args.vocab, args.width, args.device, args.dtype)))
         return {}
     results = {}
     for name in CASES:
         cmd = [sys.executable, __file__, "--case", name, "--n", str(args.n), "--vocab", str(args.vocab),
-               "--width", str(args.width), "--device", args.device]
+               "--width", str(args.width), "--device", args.device, "--dtype", args.dtype]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name:52s} {results[name]['seconds']:7.2f} s {results[name]['extra_mb']:9.0f} MB", flush=True)
-    report = {"shape": {"N": args.n, "V": args.vocab, "E": args.width, "dtype": "float32", "device": args.device},
+    report = {"shape": {"N": args.n, "V": args.vocab, "E": args.width, "dtype": args.dtype, "device": args.device},
               "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps(report, indent=2))
-    _plot(report, args.out / "memory.png")
+    stem = f"memory_{args.device}_{args.dtype}_N{args.n}_E{args.width}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    _plot(report, args.out / f"{stem}.png")
     ref = results["reference (eager, HC+SR+sample)"]["extra_mb"]
-    ours = results["tnops torch (chunked, HC+SR+sample)"]["extra_mb"]
+    ours = results["tnops (chunked/fused, HC+SR+sample)"]["extra_mb"]
     print(f"chunked / reference peak memory (true-negative objective): {ours / ref:.3f}")
     return report
 

@@ -4,7 +4,8 @@
         --benchmark-json benchmarks/out/bench_mlm.json
 
 Read the ratios inside one group (same shape, same run); absolute times depend on the machine.
-Shape: ``BENCH_N`` × ``BENCH_V`` × ``BENCH_E`` from the environment (default 1024 × 30522 × 256, fp32).
+Shape: ``BENCH_N`` × ``BENCH_V`` × ``BENCH_E`` and ``BENCH_DTYPE`` from the environment (default 1024 × 30522 ×
+256, float32).  ELECTRA-small generator: N=2432 E=128; ELECTRA-base: N=20224 E=768 (bfloat16 on a GPU).
 """
 import os
 
@@ -18,15 +19,16 @@ from tnops import reference
 N = int(os.environ.get("BENCH_N", 1024))
 V = int(os.environ.get("BENCH_V", 30522))
 E = int(os.environ.get("BENCH_E", 256))
+DTYPE = getattr(torch, os.environ.get("BENCH_DTYPE", "float32"))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="module")
 def inputs():
     torch.manual_seed(0)
-    hidden = torch.randn(N, E, device=DEVICE, requires_grad=True)
-    weight = (torch.randn(V, E, device=DEVICE) * E**-0.5).requires_grad_()
-    bias = torch.zeros(V, device=DEVICE, requires_grad=True)
+    hidden = torch.randn(N, E, device=DEVICE, dtype=DTYPE, requires_grad=True)
+    weight = (torch.randn(V, E, device=DEVICE) * E**-0.5).to(DTYPE).requires_grad_()
+    bias = torch.zeros(V, device=DEVICE, dtype=DTYPE, requires_grad=True)
     labels = torch.randint(0, V, (N,), device=DEVICE)
     pairs = torch.randint(0, V, (2, 20 * V))
     table = tnops.SynonymTable.from_pairs(pairs[0], pairs[1], V).to(DEVICE)
@@ -59,5 +61,7 @@ def test_mlm_fwd_bwd(benchmark, inputs, impl, objective):
     else:
         kw = dict(synonyms=table, prediction="sample", seed=1, sr_weight=0.5) if objective == "true-negative" else {}
         fn = lambda: IMPLS[impl](hidden, weight, bias, labels, **kw)
-    benchmark.extra_info.update(N=N, V=V, E=E, device=DEVICE)
+    benchmark.extra_info.update(N=N, V=V, E=E, dtype=str(DTYPE), device=DEVICE)
+    if DEVICE == "cuda":
+        benchmark.extra_info["tflop"] = 6 * N * V * E / 1e12  # forward + backward matmuls of the LM head
     benchmark.pedantic(_step(fn), rounds=3, warmup_rounds=1)
