@@ -125,16 +125,14 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
     table = None if synonyms is None else synonyms.to(inputs.device)
     seed = 0 if seed is None else seed  # argmax ignores it
     flat_row_ids = None if row_ids is None else row_ids.reshape(-1).long().contiguous()
+    sr = None
     if torch.compiler.is_compiling():  # opaque custom ops keep the graph whole (tnops/custom_ops.py)
         ce, predictions, corrected = _custom_op_rows(flat_inputs, weight, bias, flat_labels, table, flat_row_ids,
                                                      seed=seed, prediction=prediction, ignore_index=ignore_index,
                                                      reduction=reduction, backend=backend, **options)
-        sr = None
-        if sr_weight:
-            sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index,
-                                   reduction=reduction)
-    elif backend == "triton" and weight is not None:
-        ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, flat_row_ids, seed=seed, prediction=prediction,
+    elif backend == "triton" and weight is not None:  # SR is fused into the kernels too
+        ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, flat_row_ids,
+                                                     seed=seed, prediction=prediction,
                                                      sr_embedding=sr_embedding if sr_weight else None,
                                                      ignore_index=ignore_index, reduction=reduction, **options)
     else:  # the chunked torch path; also serves mlm_loss, whose logits already exist
@@ -142,10 +140,8 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
                                         reduction=reduction, **options)
         ce, predictions, corrected = torch_chunked.linear_cross_entropy(flat_inputs, weight, bias, flat_labels, opts,
                                                                          row_ids=flat_row_ids)
-        sr = None
-        if sr_weight:
-            sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index,
-                                   reduction=reduction)
+    if sr is None and sr_weight:
+        sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index, reduction=reduction)
     predictions, corrected = predictions.reshape(lead), corrected.reshape(lead)
     if reduction == "none":
         ce = ce.reshape(lead)
