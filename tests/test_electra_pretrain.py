@@ -70,7 +70,7 @@ def test_two_process_gloo_equals_one_process(setup, tmp_path):
     common = ["--max-steps", "2", "--dropout", "0"]
     single = tmp_path / "single"
     pretrain.train(pretrain.parse_args(args_for(setup, single, *common)))
-    double = tmp_path / "double"  # two ranks × two micro-batches of 2 = the same global batch of 8
+    double = tmp_path / "double"  # two ranks × 4 sequences = the same global batch of 8
     common += ["--grad-accum", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
