@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for Hopper")
     parser.add_argument("--warp-size", type=int, default=32)
+    parser.add_argument("--shared-limit", type=int, default=227 * 1024,
+                        help="bytes of shared memory per block on the target (Hopper: 227 KiB)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter cannot compile kernels")
@@ -82,7 +84,11 @@ def main(argv=None) -> int:
                                       options={"num_warps": warps, "num_stages": 3})
             ptx = compiled.asm.get("ptx", "")
             note = "wgmma" if "wgmma" in ptx else ("mma" if "mma" in ptx else "")
-            print(f"ok    {name:60s} {time.perf_counter() - start:5.1f} s  {note}", flush=True)
+            shared = compiled.metadata.shared
+            if shared > args.shared_limit:  # the launch would fail with OutOfResources on the device
+                raise RuntimeError(f"needs {shared} bytes of shared memory, the target has {args.shared_limit}")
+            print(f"ok    {name:60s} {time.perf_counter() - start:5.1f} s  smem {shared / 1024:5.1f} KiB  {note}",
+                  flush=True)
         except Exception as error:  # report every kernel, then fail
             failures += 1
             print(f"FAIL  {name}\n{error}", flush=True)
