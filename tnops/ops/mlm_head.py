@@ -47,15 +47,18 @@ def _gumbel_tile(seed, rows, v0, BLOCK_V: tl.constexpr):
 def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, stride_he, stride_wv, stride_we,
                 HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
                 DOT_PRECISION: tl.constexpr):
-    """fp32 logits ``[BLOCK_N, BLOCK_V]`` of ``rows`` × ``cols``: a K-loop of ``h @ wᵀ`` plus bias."""
+    """fp32 logits ``[BLOCK_N, BLOCK_V]`` of ``rows`` × ``cols``: a K-loop of ``h @ wᵀ`` plus bias.
+
+    Row and column offsets are widened to int64: ``V · E`` passes 2^31 for LLM-sized heads (256k × 8192).
+    """
     acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+    h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
+    w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
     for e0 in range(0, E, BLOCK_E):
         ks = e0 + tl.arange(0, BLOCK_E)
         k_ok = ks < E
-        h = tl.load(h_ptr + rows[:, None] * stride_hn + ks[None, :] * stride_he,
-                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptr + cols[:, None] * stride_wv + ks[None, :] * stride_we,
-                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        h = tl.load(h_rows + ks[None, :] * stride_he, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_rows + ks[None, :] * stride_we, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
@@ -126,8 +129,8 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, row_ids_ptr,
 def _embedding_rows(emb_ptr, gold, pred, active, ks, E, stride_ev, stride_ee):
     """fp32 columns ``ks`` of the embedding rows of gold (a) and prediction (b) ``[BLOCK_N, BLOCK_E]``, and their mask."""
     m2 = active[:, None] & (ks < E)[None, :]
-    a = tl.load(emb_ptr + gold[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
-    b = tl.load(emb_ptr + pred[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
+    a = tl.load(emb_ptr + gold.to(tl.int64)[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
+    b = tl.load(emb_ptr + pred.to(tl.int64)[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
     return a.to(tl.float32), b.to(tl.float32), m2
 
 
@@ -237,19 +240,21 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, coef_ptr, dh_ptr, 
         if WANT_DB:
             tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok)
         dz_in = dz.to(h_ptr.dtype.element_ty)
+        rows64 = rows.to(tl.int64)[:, None]  # int64 offsets: N · E and V · E may pass 2^31
+        cols64 = cols.to(tl.int64)[:, None]
         for e0 in range(0, E, BLOCK_E):
             ks = e0 + tl.arange(0, BLOCK_E)
             k_ok = ks < E
             if WANT_DH:
-                w = tl.load(w_ptr + cols[:, None] * stride_wv + ks[None, :] * stride_we,
+                w = tl.load(w_ptr + cols64 * stride_wv + ks[None, :] * stride_we,
                             mask=col_ok[:, None] & k_ok[None, :], other=0.0)
                 dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
-                tl.atomic_add(dh_ptr + rows[:, None] * E + ks[None, :], dh, mask=live[:, None] & k_ok[None, :])
+                tl.atomic_add(dh_ptr + rows64 * E + ks[None, :], dh, mask=live[:, None] & k_ok[None, :])
             if WANT_DW:
-                h = tl.load(h_ptr + rows[:, None] * stride_hn + ks[None, :] * stride_he,
+                h = tl.load(h_ptr + rows64 * stride_hn + ks[None, :] * stride_he,
                             mask=live[:, None] & k_ok[None, :], other=0.0)
                 dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
-                tl.atomic_add(dw_ptr + cols[:, None] * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :])
+                tl.atomic_add(dw_ptr + cols64 * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :])
 
 
 @triton.jit
@@ -281,5 +286,5 @@ def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr
             a, b, m2 = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E, stride_ev, stride_ee)
             da = -coef[:, None] * (b * r[:, None] - (dot * r3 * b_sq)[:, None] * a)
             db = -coef[:, None] * (a * r[:, None] - (dot * r3 * a_sq)[:, None] * b)
-            tl.atomic_add(demb_ptr + safe_gold[:, None] * E + ks[None, :], da, mask=m2)
-            tl.atomic_add(demb_ptr + pred[:, None] * E + ks[None, :], db, mask=m2)
+            tl.atomic_add(demb_ptr + safe_gold.to(tl.int64)[:, None] * E + ks[None, :], da, mask=m2)
+            tl.atomic_add(demb_ptr + pred.to(tl.int64)[:, None] * E + ks[None, :], db, mask=m2)
