@@ -2,63 +2,103 @@
 
     python -m tnops.ops.compile_check            # Hopper: GPUTarget("cuda", 90, 32)
     python -m tnops.ops.compile_check --arch 80  # Ampere
+    python -m tnops.ops.compile_check --max-spill 0   # also fail when a kernel spills registers
 
 Runs with ``TRITON_INTERPRET`` unset (the interpreter replaces kernels by Python functions).  Each kernel is
-built for every dtype it serves and its main constexpr variants; a failure prints the Triton error.
+built for every dtype it serves and its main constexpr variants, at the tiles ``head_config`` picks for the
+ELECTRA-base generator shape on a GPU; a failure prints the Triton error.  Each line also shows what
+``ptxas -v`` reports for the binary (registers, bytes spilled to local memory): a spill in a hot kernel is a
+slowdown that can be seen here without a GPU.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 
 TYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+SHAPE = (20224, 30522, 768)  # ELECTRA-base generator rows, vocabulary, width: the tiles CI compiles
 
 
 def _variants():
-    from tnops.ops import mlm_head, rtd
+    """``(name, kernel, signature, constexprs, num_warps)`` of every kernel variant CI builds."""
+    import torch
 
+    from tnops.ops import mlm_head, rtd
+    from tnops.ops.config import head_config
+
+    configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name)) for name, dtype in TYPES.items()}
     # Every dtype with every feature on, and with every feature off: the branches that change codegen.
     for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), [(True, True, True), (False, False, False)]):
+        cfg = configs[dtype]
         sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
-               "row_ids_ptr": "*i64", "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_gold_ptr": "*fp32", "part_best_ptr": "*fp32",
-               "part_idx_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32",
-               "stride_wv": "i32", "stride_we": "i32", "seed": "i64", "temperature": "fp32", "ignore_index": "i32",
-               "v_per_split": "i32"}
-        const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample, BLOCK_N=64, BLOCK_V=128, BLOCK_E=64,
-                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+               "row_ids_ptr": "*i64", "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32", "part_gold_ptr": "*fp32",
+               "part_best_ptr": "*fp32", "part_idx_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32",
+               "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32", "seed": "i64",
+               "temperature": "fp32", "ignore_index": "i32", "v_per_split": "i32"}
+        const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample, BLOCK_N=cfg.block_n,
+                     BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         yield f"_mlm_fwd_kernel[{dtype}, bias={bias}, sample={sample}, disallow={disallow}]", \
-            mlm_head._mlm_fwd_kernel, sig, const, 8
+            mlm_head._mlm_fwd_kernel, sig, const, cfg.num_warps
     for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
+        cfg = configs[dtype]
         sig = {n: "*fp32" for n in ("part_max_ptr", "part_sum_ptr", "part_gold_ptr", "part_best_ptr")}
         sig.update({"part_idx_ptr": "*i32", "labels_ptr": "*i64", "offsets_ptr": "*i32", "syn_ids_ptr": "*i32",
                     "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "loss_ptr": "*fp32", "pred_ptr": "*i64",
                     "corrected_ptr": "*i8", "sr_ptr": "*fp32", "sr_dot_ptr": "*fp32", "sr_gold_sq_ptr": "*fp32",
                     "sr_pred_sq_ptr": "*fp32", "N": "i32", "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
                     "stride_ee": "i32", "ignore_index": "i32", "cos_eps_sq": "fp32"})
-        const = dict(HAS_TABLE=table, SEARCH_STEPS=32, HAS_SR=sr, BLOCK_N=64, BLOCK_E=64)
+        const = dict(HAS_TABLE=table, SEARCH_STEPS=32, HAS_SR=sr, BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
         yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head._mlm_combine_kernel, sig, const, 4
     for dtype, bias in [("fp32", True), ("bf16", True), ("fp16", False)]:
+        cfg = configs[dtype]
         sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
                "lse_ptr": "*fp32", "coef_ptr": "*fp32", "dh_ptr": "*fp32", "dw_ptr": "*fp32", "db_ptr": "*fp32",
                "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32",
                "stride_we": "i32"}
-        const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, BLOCK_N=64, BLOCK_V=128, BLOCK_E=64,
+        const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, BLOCK_N=cfg.bwd_block_n,
+                     BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
-        yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head._mlm_bwd_kernel, sig, const, 8
+        yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
     for dtype in TYPES.values():
+        cfg = configs[dtype]
         sig = {"emb_ptr": f"*{dtype}", "labels_ptr": "*i64", "pred_ptr": "*i64", "coef_ptr": "*fp32",
                "dot_ptr": "*fp32", "gold_sq_ptr": "*fp32", "pred_sq_ptr": "*fp32", "demb_ptr": "*fp32",
                "N": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32", "ignore_index": "i32",
                "cos_eps_sq": "fp32"}
-        yield f"_sr_bwd_kernel[{dtype}]", mlm_head._sr_bwd_kernel, sig, dict(BLOCK_N=64, BLOCK_E=64), 4
+        const = dict(BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
+        yield f"_sr_bwd_kernel[{dtype}]", mlm_head._sr_bwd_kernel, sig, const, 4
     for dtype, (mask, corrected) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         sig = {"logits_ptr": f"*{dtype}", "corrupted_ptr": "*i64", "original_ptr": "*i64", "mask_ptr": "*i64",
                "corrected_ptr": "*u8", "loss_ptr": "*fp32", "grad_ptr": "*fp32", "N": "i32"}
         const = dict(HAS_MASK=mask, HAS_CORRECTED=corrected, BLOCK=rtd.BLOCK)
         yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd._rtd_kernel, sig, const, 4
+
+
+def register_usage(ptx: str, arch: int) -> tuple[int, int] | None:
+    """``(registers, spilled bytes)`` that Triton's own ptxas reports for ``ptx``, or None if it cannot tell."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+        ptxas, gpu = get_ptxas(arch).path, sm_arch_from_capability(arch)
+    except Exception:  # a Triton without these helpers: report nothing rather than fail
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "kernel.ptx")
+        with open(source, "w") as f:
+            f.write(ptx)
+        run = subprocess.run([ptxas, "-v", f"--gpu-name={gpu}", source, "-o", os.path.join(tmp, "kernel.cubin")],
+                             capture_output=True, text=True)
+    registers = re.search(r"Used (\d+) registers", run.stderr)
+    spills = re.search(r"(\d+) bytes spill stores", run.stderr)
+    if run.returncode or not registers or not spills:
+        return None
+    return int(registers.group(1)), int(spills.group(1))
 
 
 def main(argv=None) -> int:
@@ -67,6 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warp-size", type=int, default=32)
     parser.add_argument("--shared-limit", type=int, default=227 * 1024,
                         help="bytes of shared memory per block on the target (Hopper: 227 KiB)")
+    parser.add_argument("--max-spill", type=int, default=None,
+                        help="fail when ptxas spills more than this many bytes of registers in a kernel")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter cannot compile kernels")
@@ -87,7 +129,11 @@ def main(argv=None) -> int:
             shared = compiled.metadata.shared
             if shared > args.shared_limit:  # the launch would fail with OutOfResources on the device
                 raise RuntimeError(f"needs {shared} bytes of shared memory, the target has {args.shared_limit}")
-            print(f"ok    {name:60s} {time.perf_counter() - start:5.1f} s  smem {shared / 1024:5.1f} KiB  {note}",
+            usage = register_usage(ptx, args.arch)
+            regs = "regs   ?  spill    ?" if usage is None else f"regs {usage[0]:3d}  spill {usage[1]:4d}"
+            if usage is not None and args.max_spill is not None and usage[1] > args.max_spill:
+                raise RuntimeError(f"spills {usage[1]} bytes of registers (--max-spill {args.max_spill}): {regs}")
+            print(f"ok    {name:60s} {time.perf_counter() - start:5.1f} s  smem {shared / 1024:5.1f} KiB  {regs}  {note}",
                   flush=True)
         except Exception as error:  # report every kernel, then fail
             failures += 1

@@ -1,4 +1,9 @@
-"""Launch configuration of the Triton kernels: the one place block sizes and warps are chosen."""
+"""Launch configuration of the Triton kernels: the one place block sizes and warps are chosen.
+
+The GPU tiles below are the largest that ``ptxas -v`` (Triton 3.9, sm_90a) compiles without register
+spills, per dtype; ``python -m tnops.ops.compile_check`` prints registers and spills of each kernel at
+these tiles, and a test keeps them spill-free.  They have not been tuned by timing on a GPU yet.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,41 +12,72 @@ import torch
 
 from tnops.backends import interpreting
 
+# (block_n, block_v, block_e, num_warps) of the forward and backward LM-head kernels on a GPU, by input
+# dtype.  fp32 uses IEEE dots on CUDA cores, whose operands take more registers: narrower K-steps.
+_GPU_FORWARD = {"half": (64, 128, 64, 8), "fp32": (64, 64, 16, 8)}
+_GPU_BACKWARD = {"half": (128, 128, 32, 8), "fp32": (64, 128, 16, 8)}
+_INTERPRETER = (32, 256, 64, 4)  # numpy executes each program: few, large tiles are fastest
+_ROW_TILE = (32, 32)  # combine and SR-backward kernels: (rows, embedding columns) per step
+
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """Tiles of the fused-head kernels.
+
+    ``block_*``, ``splits``, ``num_warps``, ``num_stages``: the forward kernel (``splits`` programs share the
+    vocabulary of one row block).  ``bwd_*``: the backward kernel.  ``row_block_n``/``row_block_e``: the
+    per-row kernels (combine, SR backward).
+    """
+
     block_n: int
     block_v: int
     block_e: int
     splits: int
     num_warps: int
     num_stages: int
+    bwd_block_n: int
+    bwd_block_v: int
+    bwd_block_e: int
+    bwd_num_warps: int
+    row_block_n: int
+    row_block_e: int
+
+
+def _fit_width(block_e: int, width: int) -> int:
+    """``block_e`` no wider than the next power of two of ``width`` (≥ 16, the smallest ``tl.dot`` K)."""
+    return min(block_e, max(16, 1 << (max(width, 1) - 1).bit_length()))
 
 
 def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device | None = None,
-                block_n: int | None = None, block_v: int | None = None, block_e: int | None = None,
-                splits: int | None = None) -> HeadConfig:
-    """Tiles of the LM-head kernels for ``[n_rows, width] @ [vocab_size, width]ᵀ``.
+                dtype: torch.dtype = torch.float32, block_n: int | None = None, block_v: int | None = None,
+                block_e: int | None = None, splits: int | None = None) -> HeadConfig:
+    """Tiles of the LM-head kernels for ``[n_rows, width] @ [vocab_size, width]ᵀ`` in ``dtype``.
 
     The forward pass splits the vocabulary over ``splits`` programs per row block so that small-N shapes
     still fill the GPU; the partial (max, sum-exp, gold, best) rows are merged by a tiny combine kernel.
-    Explicit arguments override the heuristic (tests use this to prove samples do not depend on tiling).
+    Explicit ``block_*`` arguments set the tiles of the forward and backward kernels alike (tests use them
+    to prove that samples do not depend on tiling).
     """
     if interpreting():
-        # numpy executes each program: few, large tiles are fastest
-        bn, bv, be = 32, 256, 64
+        forward = backward = _INTERPRETER
+        row_tile = (32, 64)
         target_programs = 2
     else:
-        bn, bv = 64, 128
-        be = 64 if width >= 64 else max(16, 1 << (max(width, 1) - 1).bit_length())
+        kind = "fp32" if dtype == torch.float32 else "half"
+        forward, backward, row_tile = _GPU_FORWARD[kind], _GPU_BACKWARD[kind], _ROW_TILE
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device is not None and \
             device.type == "cuda" else 132
         target_programs = 2 * sms
-    bn, bv, be = block_n or bn, block_v or bv, block_e or be
+    forward = [given or default for given, default in zip((block_n, block_v, block_e), forward)] + [forward[3]]
+    backward = [given or default for given, default in zip((block_n, block_v, block_e), backward)] + [backward[3]]
+    bn, bv, be, warps = forward
     if bv % 4:
         raise ValueError(f"block_v: expected a multiple of 4 (one Philox call serves 4 vocabulary ids), got {bv}")
     row_blocks = -(-max(n_rows, 1) // bn)
     vocab_blocks = -(-max(vocab_size, 1) // bv)
     if splits is None:
         splits = max(1, min(vocab_blocks, -(-target_programs // row_blocks)))
-    return HeadConfig(bn, bv, be, splits, num_warps=4 if bn * bv <= 64 * 64 else 8, num_stages=3)
+    return HeadConfig(bn, bv, _fit_width(be, width), splits, num_warps=warps, num_stages=3,
+                      bwd_block_n=backward[0], bwd_block_v=backward[1], bwd_block_e=_fit_width(backward[2], width),
+                      bwd_num_warps=backward[3],
+                      row_block_n=row_tile[0], row_block_e=row_tile[1])

@@ -37,7 +37,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     """
     n, width = hidden.shape
     vocab = weight.shape[0]
-    cfg = config or head_config(n, vocab, width, hidden.device)
+    cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype)
     v_per_split = triton.cdiv(triton.cdiv(vocab, cfg.splits), cfg.block_v) * cfg.block_v
     splits = triton.cdiv(vocab, v_per_split)
     dev = hidden.device
@@ -61,12 +61,12 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     has_table = offsets is not None and syn_ids is not None and syn_ids.numel() > 0
     emb = sr_embedding if has_sr else hidden
     sr_width = emb.shape[1] if has_sr else 1
-    kernels._mlm_combine_kernel[(triton.cdiv(n, cfg.block_n),)](
+    kernels._mlm_combine_kernel[(triton.cdiv(n, cfg.row_block_n),)](
         *part, part_idx, labels, offsets if has_table else labels, syn_ids if has_table else labels, emb,
         out["lse"], out["loss"], out["predictions"], corrected, out["sr"], out["sr_dot"], out["sr_gold_sq"],
         out["sr_pred_sq"], n, splits, sr_width, emb.stride(0), emb.stride(1), ignore_index, COSINE_EPS**2,
         HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=has_sr,
-        BLOCK_N=cfg.block_n, BLOCK_E=cfg.block_e, num_warps=4)
+        BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
     out["corrected"] = corrected.bool()
     return out
 
@@ -82,21 +82,21 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
     """
     n, width = hidden.shape
     vocab = weight.shape[0]
-    cfg = config or head_config(n, vocab, width, hidden.device)
+    cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype)
     want_dh, want_dw, want_db = want[0], want[1], want[2] and bias is not None
     dh = torch.zeros((n, width), dtype=torch.float32, device=hidden.device) if want_dh else None
     dw = torch.zeros((vocab, width), dtype=torch.float32, device=hidden.device) if want_dw else None
     db = torch.zeros(vocab, dtype=torch.float32, device=hidden.device) if want_db else None
     if want_dh or want_dw or want_db:
-        grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(vocab, cfg.block_v))
+        grid = (triton.cdiv(n, cfg.bwd_block_n), triton.cdiv(vocab, cfg.bwd_block_v))
         dummy = lse
         kernels._mlm_bwd_kernel[grid](
             hidden, weight, bias if bias is not None else hidden, labels, lse, coef,
             dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
             n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             HAS_BIAS=bias is not None, WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
-            BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
-            DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+            BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e,
+            DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages)
     return dh, dw, db
 
 
@@ -104,12 +104,12 @@ def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, 
     """SR gradient ``[V, E']`` (fp32) scatter-added into the rows of gold and predicted tokens."""
     n = labels.shape[0]
     vocab, width = sr_embedding.shape
-    cfg = config or head_config(n, vocab, width, sr_embedding.device)
+    cfg = config or head_config(n, vocab, width, sr_embedding.device, sr_embedding.dtype)
     demb = torch.zeros((vocab, width), dtype=torch.float32, device=sr_embedding.device)
-    kernels._sr_bwd_kernel[(triton.cdiv(n, cfg.block_n),)](
+    kernels._sr_bwd_kernel[(triton.cdiv(n, cfg.row_block_n),)](
         sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, demb, n, width,
         sr_embedding.stride(0), sr_embedding.stride(1), ignore_index, COSINE_EPS**2,
-        BLOCK_N=cfg.block_n, BLOCK_E=cfg.block_e, num_warps=4)
+        BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
     return demb
 
 
