@@ -3,7 +3,7 @@
 Each case runs in a fresh subprocess so peaks do not mix.  On CPU the figure is the growth of the peak
 resident set (``ru_maxrss``) above the resident set just before the loss, with inputs already allocated;
 on CUDA it is ``torch.cuda.max_memory_allocated`` above the allocation before the loss.  Ratios against
-the eager reference of the same run are what to read, not absolute numbers.
+eager PyTorch in the same run are what to read, not absolute numbers.
 
     python benchmarks/memory.py                       # N=4096, V=30522, E=256, fp32 (the issue's shape)
     python benchmarks/memory.py --n 2048 --out benchmarks/out
@@ -19,13 +19,19 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases  # noqa: E402
+
+# name -> (implementation in cases.py, true-negative objective?)
 CASES = {
-    "reference (eager, HC+SR+sample)": ("reference", True),
+    "reference (eager spec, HC+SR+sample)": ("reference", True),
+    "eager PyTorch (torch RNG, HC+SR+sample)": ("eager", True),
     "tnops (chunked/fused, HC+SR+sample)": ("tnops", True),
-    "reference (eager, plain CE)": ("reference", False),
+    "eager PyTorch (plain CE)": ("eager", False),
     "tnops (chunked/fused, plain CE)": ("tnops", False),
-    "torch F.linear_cross_entropy (chunked, plain CE)": ("peer", False),
+    "torch F.linear_cross_entropy (chunked, plain CE)": ("torch-linear-ce", False),
 }
+CUDA_REPEATS = 5
 
 
 def _rss_bytes() -> int:
@@ -34,46 +40,36 @@ def _rss_bytes() -> int:
 
 
 def run_case(impl: str, true_negative: bool, n: int, vocab: int, width: int, device: str,
-             dtype: str = "float32") -> dict:
+             dtype: str = "float32") -> dict | None:
+    """Seconds and peak extra MB of one forward+backward (CUDA: after a warm-up, median of several)."""
     import torch
-    import torch.nn.functional as F
 
-    import tnops
-    from tnops import reference
-
-    torch.manual_seed(0)
-    dt = getattr(torch, dtype)
-    hidden = torch.randn(n, width, device=device, dtype=dt, requires_grad=True)
-    weight = (torch.randn(vocab, width, device=device) * width**-0.5).to(dt).requires_grad_()
-    bias = torch.zeros(vocab, device=device, dtype=dt, requires_grad=True)
-    labels = torch.randint(0, vocab, (n,), device=device)
-    table = None
-    if true_negative:
-        pairs = torch.randint(0, vocab, (2, 20 * vocab))
-        table = tnops.SynonymTable.from_pairs(pairs[0], pairs[1], vocab).to(device)
-    kw = dict(synonyms=table, prediction="sample", seed=1, sr_weight=0.5) if true_negative else {}
-    if impl == "reference":
-        fn = lambda: reference.linear_mlm_loss(hidden, weight, labels, bias=bias, **kw).loss
-    elif impl == "tnops":
+    if impl == "tnops":
         os.environ.setdefault("TNOPS_BACKEND", "triton" if device == "cuda" else "torch")
-        fn = lambda: tnops.linear_mlm_loss(hidden, weight, labels, bias=bias, **kw).loss
-    else:
-        fn = lambda: F.linear_cross_entropy(hidden, weight, labels, linear_bias=bias,
-                                            options=torch.nn.LinearCrossEntropyOptions())
+    inputs = cases.make_inputs(n, vocab, width, device, getattr(torch, dtype), true_negative)
+    fn = cases.loss_fn(impl, true_negative, *inputs)
+    if fn is None:
+        return None
     if device == "cuda":
+        fn().backward()  # compiles the kernels; not measured
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
-    start = time.perf_counter()
-    fn().backward()
-    if device == "cuda":
-        torch.cuda.synchronize()
+        times = []
+        for _ in range(CUDA_REPEATS):
+            start = time.perf_counter()
+            fn().backward()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        seconds = sorted(times)[len(times) // 2]
         peak = torch.cuda.max_memory_allocated()
-    else:
+    else:  # ru_maxrss only grows, so the one measured call must be the first
+        base = _rss_bytes()
+        start = time.perf_counter()
+        fn().backward()
+        seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": time.perf_counter() - start, "extra_mb": max(peak - base, 0) / 2**20}
+    return {"seconds": seconds, "extra_mb": max(peak - base, 0) / 2**20}
 
 
 def main(argv=None) -> dict:
@@ -95,17 +91,21 @@ def main(argv=None) -> dict:
         cmd = [sys.executable, __file__, "--case", name, "--n", str(args.n), "--vocab", str(args.vocab),
                "--width", str(args.width), "--device", args.device, "--dtype", args.dtype]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name:52s} {results[name]['seconds']:7.2f} s {results[name]['extra_mb']:9.0f} MB", flush=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        if result is None:
+            print(f"{name:52s} (not available here)", flush=True)
+            continue
+        results[name] = result
+        print(f"{name:52s} {result['seconds']:8.4f} s {result['extra_mb']:9.0f} MB", flush=True)
     report = {"shape": {"N": args.n, "V": args.vocab, "E": args.width, "dtype": args.dtype, "device": args.device},
               "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"memory_{args.device}_{args.dtype}_N{args.n}_E{args.width}"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     _plot(report, args.out / f"{stem}.png")
-    ref = results["reference (eager, HC+SR+sample)"]["extra_mb"]
-    ours = results["tnops (chunked/fused, HC+SR+sample)"]["extra_mb"]
-    print(f"chunked / reference peak memory (true-negative objective): {ours / ref:.3f}")
+    eager, ours = results["eager PyTorch (torch RNG, HC+SR+sample)"], results["tnops (chunked/fused, HC+SR+sample)"]
+    print(f"tnops / eager PyTorch, true-negative objective: time {ours['seconds'] / eager['seconds']:.3f}, "
+          f"peak memory {ours['extra_mb'] / max(eager['extra_mb'], 1e-9):.3f}")
     return report
 
 
