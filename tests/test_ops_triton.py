@@ -277,3 +277,22 @@ def test_head_config_rejects_a_block_v_philox_cannot_fill():
     cfg = head_config(8, 100, 16, block_n=16, block_v=64, block_e=32)
     # explicit tiles apply to the forward and backward kernels alike; K-steps never exceed the width's power of two
     assert (cfg.bwd_block_n, cfg.bwd_block_v, cfg.bwd_block_e) == (16, 64, 16) == (cfg.block_n, cfg.block_v, cfg.block_e)
+
+
+def test_backward_program_groups_cover_every_tile_once():
+    """13 row blocks in groups of 8 (one ragged group) × 4 vocabulary tiles: every gradient tile written once."""
+    from tnops.ops.mlm_head_launch import FusedMLMHead
+
+    h, w, b, y = inputs(50, 100, 16, every=5)
+    cfg = head_config(50, 100, 16, block_n=4, block_v=32, block_e=16, splits=2)
+    assert cfg.bwd_group_n == 8 and -(-50 // cfg.bwd_block_n) == 13
+    leaves = [t.detach().requires_grad_() for t in (h, w, b)]
+    opts = dict(prediction="sample", temperature=1.0, disallow_correct=False, seed=4, ignore_index=-100)
+    ce, _, pred, _ = FusedMLMHead.apply(*leaves, None, y, None, None, None, opts, cfg)
+    up = torch.rand(50, device=DEVICE)
+    grads = torch.autograd.grad((ce * up).sum(), leaves)
+    exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
+    ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=pred, reduction="none")
+    ref_grads = torch.autograd.grad((ref.loss * up.double()).sum(), exact)
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(g, r) < 1e-5

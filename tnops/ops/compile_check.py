@@ -62,7 +62,7 @@ def _variants():
                "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32",
                "stride_we": "i32"}
         const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, BLOCK_N=cfg.bwd_block_n,
-                     BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e,
+                     BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
     for dtype in TYPES.values():

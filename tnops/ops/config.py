@@ -15,9 +15,10 @@ from tnops.backends import interpreting
 # (block_n, block_v, block_e, num_warps) of the forward and backward LM-head kernels on a GPU, by input
 # dtype.  fp32 uses IEEE dots on CUDA cores, whose operands take more registers: narrower K-steps.
 _GPU_FORWARD = {"half": (64, 128, 64, 8), "fp32": (64, 64, 16, 8)}
-_GPU_BACKWARD = {"half": (128, 128, 32, 8), "fp32": (64, 128, 16, 8)}
+_GPU_BACKWARD = {"half": (64, 128, 32, 8), "fp32": (64, 128, 16, 8)}
 _INTERPRETER = (32, 256, 64, 4)  # numpy executes each program: few, large tiles are fastest
 _ROW_TILE = (32, 32)  # combine and SR-backward kernels: (rows, embedding columns) per step
+_BWD_GROUP_N = 8  # backward programs run in groups of 8 row blocks × every vocabulary tile (see the kernel)
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class HeadConfig:
     """Tiles of the fused-head kernels.
 
     ``block_*``, ``splits``, ``num_warps``, ``num_stages``: the forward kernel (``splits`` programs share the
-    vocabulary of one row block).  ``bwd_*``: the backward kernel.  ``row_block_n``/``row_block_e``: the
-    per-row kernels (combine, SR backward).
+    vocabulary of one row block).  ``bwd_*``: the backward kernel (``bwd_group_n``: row blocks per program
+    group).  ``row_block_n``/``row_block_e``: the per-row kernels (combine, SR backward).
     """
 
     block_n: int
@@ -39,6 +40,7 @@ class HeadConfig:
     bwd_block_v: int
     bwd_block_e: int
     bwd_num_warps: int
+    bwd_group_n: int
     row_block_n: int
     row_block_e: int
 
@@ -79,5 +81,5 @@ def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device |
         splits = max(1, min(vocab_blocks, -(-target_programs // row_blocks)))
     return HeadConfig(bn, bv, _fit_width(be, width), splits, num_warps=warps, num_stages=3,
                       bwd_block_n=backward[0], bwd_block_v=backward[1], bwd_block_e=_fit_width(backward[2], width),
-                      bwd_num_warps=backward[3],
+                      bwd_num_warps=backward[3], bwd_group_n=_BWD_GROUP_N,
                       row_block_n=row_tile[0], row_block_e=row_tile[1])
