@@ -80,6 +80,22 @@ def _variants():
         yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd._rtd_kernel, sig, const, 4
 
 
+# Specialisations the JIT makes at launch for contiguous inputs at the ELECTRA shapes: unit strides become
+# constants, pointers and these sizes are multiples of 16.  Compiling with them gives the binary (vector
+# loads, vector atomics) whose registers and spills matter.
+UNIT_STRIDES = ("stride_he", "stride_we", "stride_ee")
+DIVISIBLE_BY_16 = ("E", "E_SR", "stride_hn", "stride_wv", "stride_ev")
+
+
+def as_launched(fn, sig: dict, const: dict) -> tuple[dict, dict, dict]:
+    """``(signature, constexprs, attrs)`` of ``ASTSource`` for the kernel as the JIT specialises it at launch."""
+    const = dict(const, **{name: 1 for name in UNIT_STRIDES if name in sig})
+    sig = {name: ("constexpr" if name in const else kind) for name, kind in {**sig, **const}.items()}
+    aligned = [name for name, kind in sig.items() if kind.startswith("*") or name in DIVISIBLE_BY_16]
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    return sig, const, attrs
+
+
 def register_usage(ptx: str, arch: int) -> tuple[int, int] | None:
     """``(registers, spilled bytes)`` that Triton's own ptxas reports for ``ptx``, or None if it cannot tell."""
     try:
@@ -121,11 +137,15 @@ def main(argv=None) -> int:
     for name, fn, sig, const, warps in _variants():
         start = time.perf_counter()
         try:
-            compiled = triton.compile(ASTSource(fn=fn, signature={**sig, **{k: "constexpr" for k in const}},
-                                                constexprs=const), target=target,
-                                      options={"num_warps": warps, "num_stages": 3})
+            signature, constexprs, attrs = as_launched(fn, sig, const)
+            compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                                      target=target, options={"num_warps": warps, "num_stages": 3})
             ptx = compiled.asm.get("ptx", "")
             note = "wgmma" if "wgmma" in ptx else ("mma" if "mma" in ptx else "")
+            if re.search(r"red\.global\.\w+\.relaxed\.add\.v[24]\.f32", ptx):
+                note += " red.v4" if ".v4.f32" in ptx else " red.v2"  # vectorised fire-and-forget atomics
+            elif "atom.global" in ptx and ".add.f32" in ptx:
+                note += " atom"  # value-returning (and possibly fenced) atomics: slower
             shared = compiled.metadata.shared
             if shared > args.shared_limit:  # the launch would fail with OutOfResources on the device
                 raise RuntimeError(f"needs {shared} bytes of shared memory, the target has {args.shared_limit}")
@@ -133,8 +153,8 @@ def main(argv=None) -> int:
             regs = "regs   ?  spill    ?" if usage is None else f"regs {usage[0]:3d}  spill {usage[1]:4d}"
             if usage is not None and args.max_spill is not None and usage[1] > args.max_spill:
                 raise RuntimeError(f"spills {usage[1]} bytes of registers (--max-spill {args.max_spill}): {regs}")
-            print(f"ok    {name:60s} {time.perf_counter() - start:5.1f} s  smem {shared / 1024:5.1f} KiB  {regs}  {note}",
-                  flush=True)
+            seconds = time.perf_counter() - start
+            print(f"ok    {name:60s} {seconds:5.1f} s  smem {shared / 1024:5.1f} KiB  {regs}  {note}", flush=True)
         except Exception as error:  # report every kernel, then fail
             failures += 1
             print(f"FAIL  {name}\n{error}", flush=True)

@@ -1,8 +1,9 @@
 """Launch configuration of the Triton kernels: the one place block sizes and warps are chosen.
 
 The GPU tiles below are the largest that ``ptxas -v`` (Triton 3.9, sm_90a) compiles without register
-spills, per dtype; ``python -m tnops.ops.compile_check`` prints registers and spills of each kernel at
-these tiles, and a test keeps them spill-free.  They have not been tuned by timing on a GPU yet.
+spills, per dtype, for the binaries the JIT builds at launch (unit strides, 16-aligned pointers and widths);
+``python -m tnops.ops.compile_check`` prints registers and spills of each kernel at these tiles, and a test
+keeps them spill-free.  They have not been tuned by timing on a GPU yet.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tnops.backends import interpreting
 # (block_n, block_v, block_e, num_warps) of the forward and backward LM-head kernels on a GPU, by input
 # dtype.  fp32 uses IEEE dots on CUDA cores, whose operands take more registers: narrower K-steps.
 _GPU_FORWARD = {"half": (64, 128, 64, 8), "fp32": (64, 64, 16, 8)}
-_GPU_BACKWARD = {"half": (64, 128, 32, 8), "fp32": (64, 128, 16, 8)}
+_GPU_BACKWARD = {"half": (128, 128, 32, 8), "fp32": (64, 128, 16, 8)}
 _INTERPRETER = (32, 256, 64, 4)  # numpy executes each program: few, large tiles are fastest
 _ROW_TILE = (32, 32)  # combine and SR-backward kernels: (rows, embedding columns) per step
 _BWD_GROUP_N = 8  # backward programs run in groups of 8 row blocks × every vocabulary tile (see the kernel)
