@@ -299,3 +299,33 @@ def test_backward_program_groups_cover_every_tile_once():
     ref_grads = torch.autograd.grad((ref.loss * up.double()).sum(), exact)
     for g, r in zip(grads, ref_grads):
         assert rel_err(g, r) < 1e-5
+
+
+def test_unmasked_and_corrected_rows_cost_no_work(make_table):
+    """10 masked rows scattered over 64: the kernels visit them first, so only ⌈10/4⌉ row blocks do work;
+    in backward the 3 corrected rows drop out too (⌈7/4⌉ blocks)."""
+    from tnops.ops.mlm_head_launch import mlm_head_backward
+
+    h, w, b, _ = inputs(64, 300, 16)
+    y = torch.full((64,), -100, dtype=torch.long, device=DEVICE)
+    masked_rows = torch.tensor([1, 7, 12, 20, 29, 33, 41, 50, 58, 63], device=DEVICE)
+    y[masked_rows] = torch.randint(0, 300, (10,), device=DEVICE)
+    cfg = head_config(64, 300, 16, block_n=4, block_v=32, block_e=16, splits=2)
+    first = mlm_head_forward(h, w, b, y, prediction="sample", seed=5, config=cfg)
+    wrong = [(int(y[r]), int(first["predictions"][r])) for r in masked_rows if y[r] != first["predictions"][r]]
+    table = make_table(wrong[:3], 300)
+    counter = torch.zeros(1, dtype=torch.int32, device=DEVICE)
+    out = mlm_head_forward(h, w, b, y, offsets=table.offsets.to(DEVICE), syn_ids=table.ids.to(DEVICE),
+                           prediction="sample", seed=5, config=cfg, tile_counter=counter)
+    assert counter.item() == 3 * 2  # 3 live row blocks × 2 vocabulary splits (scattered: up to 10 × 2)
+    assert out["corrected"].sum().item() == 3 and torch.equal(out["predictions"], first["predictions"])
+    coef = torch.where((y != -100) & ~out["corrected"], 1.0, 0.0)
+    counter.zero_()
+    dh, dw, db = mlm_head_backward(h, w, b, y, out["lse"], coef, config=cfg, tile_counter=counter)
+    assert counter.item() == 2 * 10  # ⌈7/4⌉ live row blocks × ⌈300/32⌉ vocabulary tiles
+    assert dh[coef == 0].abs().sum() == 0  # rows without a gradient get none
+    exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
+    ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=out["predictions"], synonyms=table,
+                                    reduction="sum")
+    for g, r in zip((dh, dw, db), torch.autograd.grad(ref.loss, exact)):
+        assert rel_err(g, r) < 1e-5

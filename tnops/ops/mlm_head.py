@@ -7,8 +7,10 @@ and the best (arg)max of ``z`` or of ``z / T + gumbel`` (Philox keyed by (seed, 
 merges the partial rows, looks the prediction up in the CSR synonym table (binary search), writes
 the per-row loss, and computes the SR cosine between the embedding rows of gold and prediction.
 Backward recomputes each ``[BLOCK_N, BLOCK_V]`` logit tile, forms ``(softmax - onehot) * coef`` and
-accumulates ``dh`` and ``dW`` with relaxed fp32 atomics (``red.global``); tiles whose rows are all ignored
-or corrected exit at once.  Extra memory is O(N · splits + V): partial rows plus fp32 gradient accumulators.
+accumulates ``dh`` and ``dW`` with relaxed fp32 atomics (``red.global``).  Rows are visited through a
+permutation that puts masked rows first (in backward: rows with a gradient), so ignored and corrected rows,
+wherever they sit in the batch, fill whole row blocks that exit at once and cost no work.  Extra memory is
+O(N · splits + V): partial rows, the permutation, plus fp32 gradient accumulators.
 
 Limits: fp32 uses IEEE dots (no TF32) so gradients match the reference to ~1e-6; half inputs use
 tensor-core dots with fp32 accumulation.  The interpreter (TRITON_INTERPRET=1) supports fp32 and fp16.
@@ -66,22 +68,26 @@ def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, s
 
 
 @triton.jit
-def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, row_ids_ptr,
-                    part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr,
+def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
+                    part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, tiles_ptr,
                     N, V, E, stride_hn, stride_he, stride_wv, stride_we,
                     seed, temperature, ignore_index, v_per_split,
                     HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr, HAS_ROW_IDS: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
+                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
-    """Partial statistics of rows ``pid_n`` over vocabulary slice ``split``.
+    """Partial statistics of row block ``pid_n`` over vocabulary slice ``split``.
 
+    The block's rows are ``order[pid_n·BLOCK_N : (pid_n+1)·BLOCK_N]``: the launcher puts masked rows first,
+    so unmasked rows, wherever they sit in the batch, fill whole blocks that return at once.
     Writes ``[split, row]`` entries: ``max_v z``, ``Σ exp(z - max)``, ``z[gold]`` (0 if gold is outside the
     slice), the best score (``z`` or ``z / T + g``, gold excluded under DISALLOW) and its id (lowest on ties).
+    ``COUNT_TILES`` (tests): add 1 to ``tiles_ptr`` per program that does any work.
     """
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < N
+    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = slots < N
+    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
     gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
     active = row_ok & (gold != ignore_index)
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
@@ -95,6 +101,8 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, row_ids_ptr,
     v_start = split * v_per_split
     v_stop = tl.minimum(V, v_start + v_per_split)
     if tl.max(active.to(tl.int32), axis=0) > 0:  # row blocks with nothing masked cost nothing
+        if COUNT_TILES:
+            tl.atomic_add(tiles_ptr, 1)
         for v0 in range(v_start, v_stop, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
             col_ok = cols < v_stop
@@ -210,16 +218,17 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
 
 
 @triton.jit
-def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, coef_ptr, dh_ptr, dw_ptr, db_ptr,
-                    N, V, E, stride_hn, stride_he, stride_wv, stride_we,
+def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_ptr, dh_ptr, dw_ptr, db_ptr,
+                    tiles_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we,
                     HAS_BIAS: tl.constexpr, WANT_DH: tl.constexpr, WANT_DW: tl.constexpr, WANT_DB: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr,
+                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
     """Gradient of ``Σ_rows coef · (lse - z_gold)`` for one ``[BLOCK_N, BLOCK_V]`` tile.
 
     ``dz = (exp(z - lse) - onehot(gold)) · coef``; ``dh += dz @ W[tile]``, ``dW[tile] += dzᵀ @ h``,
-    ``db[tile] += Σ_rows dz``, all fp32 atomics.  ``coef`` is 0 on ignored and corrected rows, and a tile
-    whose rows all have ``coef == 0`` returns before touching memory.
+    ``db[tile] += Σ_rows dz``, all fp32 atomics.  ``coef`` is 0 on ignored and corrected rows; the rows of
+    a block are ``order[...]`` with the ``coef != 0`` rows first, so such rows fill whole blocks, and a tile
+    whose rows all have ``coef == 0`` returns before touching memory (``COUNT_TILES``: as in the forward).
 
     Programs are numbered in groups of ``GROUP_N`` row blocks × all vocabulary tiles, so the programs
     resident at one time add into ~GROUP_N row blocks of ``dh`` and a band of ``dW`` tiles: neither
@@ -234,11 +243,14 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, coef_ptr, dh_ptr, 
     group_rows = tl.minimum(num_pid_n - first_n, GROUP_N)
     pid_n = first_n + (pid % group_size) % group_rows
     pid_v = (pid % group_size) // group_rows
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < N
+    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = slots < N
+    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
     coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
     live = row_ok & (coef != 0.0)
     if tl.max(live.to(tl.int32), axis=0) > 0:
+        if COUNT_TILES:
+            tl.atomic_add(tiles_ptr, 1)
         cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         col_ok = cols < V
         gold = tl.load(labels_ptr + rows, mask=live, other=-1)

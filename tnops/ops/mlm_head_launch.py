@@ -15,6 +15,15 @@ from tnops.reference import COSINE_EPS
 SEARCH_STEPS = 32  # binary-search steps over one CSR row: enough for any row of < 2^32 synonyms
 
 
+def rows_first(live: torch.Tensor) -> torch.Tensor:
+    """int64 ``[N]`` permutation listing the ``live`` rows first (in order), then the rest.
+
+    The kernels read their rows through it, so dead rows (unmasked, or without a gradient) fill whole row
+    blocks that exit at once, however they are scattered in the batch.  A stable sort: no host sync.
+    """
+    return torch.argsort((~live).to(torch.int8), stable=True)
+
+
 def _dot_precision(dtype: torch.dtype) -> str:
     # fp32 must not silently become TF32: the fused path promises 1e-5 relative agreement in fp32.
     return "ieee" if dtype == torch.float32 else "tf32"
@@ -22,7 +31,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None, sr_embedding=None,
                      prediction="argmax", temperature=1.0, disallow_correct=False, seed=0, ignore_index=-100,
-                     row_ids=None, config=None):
+                     row_ids=None, config=None, tile_counter=None):
     """Run the forward kernels.
 
     Args:
@@ -31,6 +40,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         sr_embedding: ``[V, E']`` or None (no SR).
         row_ids: int64 ``[N]`` Philox row keys, or None for ``arange(N)``.
         config: a ``HeadConfig`` (None: heuristic).
+        tile_counter: int32 ``[1]`` or None; tests pass one to count the programs that did work.
     Returns:
         dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), predictions (int64), corrected (bool),
         and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
@@ -45,12 +55,12 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
     grid = (triton.cdiv(n, cfg.block_n), splits)
     kernels._mlm_fwd_kernel[grid](
-        hidden, weight, bias if bias is not None else hidden, labels, row_ids if row_ids is not None else labels,
-        *part, part_idx,
-        n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        hidden, weight, bias if bias is not None else hidden, labels, rows_first(labels != ignore_index),
+        row_ids if row_ids is not None else labels, *part, part_idx,
+        tile_counter if tile_counter is not None else part_idx, n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         seed, float(temperature), ignore_index, v_per_split,
         HAS_BIAS=bias is not None, SAMPLE=prediction == "sample", DISALLOW=disallow_correct,
-        HAS_ROW_IDS=row_ids is not None, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+        HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
         DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss")}
     out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
@@ -71,12 +81,14 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     return out
 
 
-def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, True, True), config=None):
+def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, True, True), config=None,
+                      tile_counter=None):
     """Gradients of ``Σ coef[row] · (lse - z_gold)`` w.r.t. hidden, weight, bias (fp32 accumulators).
 
     Args:
         hidden ``[N, E]``, weight ``[V, E]``, bias ``[V]`` or None, labels int64 ``[N]``, lse fp32 ``[N]``,
-        coef fp32 ``[N]`` (0 for rows without gradient); want: which of (dh, dW, db) to compute.
+        coef fp32 ``[N]`` (0 for rows without gradient); want: which of (dh, dW, db) to compute;
+        tile_counter: as in ``mlm_head_forward`` (counts tiles that did work).
     Returns:
         ``(dh [N, E] | None, dW [V, E] | None, db [V] | None)``, float32.
     """
@@ -91,11 +103,11 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
         grid = (triton.cdiv(n, cfg.bwd_block_n) * triton.cdiv(vocab, cfg.bwd_block_v),)
         dummy = lse
         kernels._mlm_bwd_kernel[grid](
-            hidden, weight, bias if bias is not None else hidden, labels, lse, coef,
+            hidden, weight, bias if bias is not None else hidden, labels, rows_first(coef != 0), lse, coef,
             dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
-            n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            tile_counter if tile_counter is not None else lse, n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             HAS_BIAS=bias is not None, WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
-            BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
+            COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
             DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages)
     return dh, dw, db
 
