@@ -80,6 +80,23 @@ def compare(h, w, b, y, tol=1e-5, sr_embedding=None, **kw):
     return out, ref
 
 
+def compare_with_config(h, w, b, y, cfg, prediction="sample", seed=0):
+    """``FusedMLMHead`` at the tiles ``cfg`` vs the fp64 reference: per-row CE and every gradient (1e-5)."""
+    from tnops.ops.mlm_head_launch import FusedMLMHead
+
+    leaves = [t.detach().requires_grad_() for t in (h, w, b)]
+    opts = dict(prediction=prediction, temperature=1.0, disallow_correct=False, seed=seed, ignore_index=-100)
+    ce, _, pred, _ = FusedMLMHead.apply(*leaves, None, y, None, None, None, opts, cfg)
+    up = torch.rand(y.shape, device=DEVICE, dtype=torch.float64)
+    grads = torch.autograd.grad((ce * up.float()).sum(), leaves)
+    exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
+    ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=pred, reduction="none")
+    assert rel_err(ce, ref.loss) < 1e-5
+    for g, r in zip(grads, torch.autograd.grad((ref.loss * up).sum(), exact)):
+        assert rel_err(g, r) < 1e-5
+    return pred
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("prediction", ["argmax", "sample"])
 @pytest.mark.parametrize("sr_weight", [0.0, 0.5])
@@ -233,25 +250,14 @@ def test_row_ids_split_invariance_in_the_kernel():
 
 def test_xlmr_vocabulary_without_padding():
     """V = 250002 (XLM-R) is no multiple of any block: the ragged last tile is masked, nothing is padded."""
-    from tnops.ops.mlm_head_launch import FusedMLMHead
-
     vocab, width = 250002, 16
     h, w, b, _ = inputs(4, vocab, width)
     y = torch.tensor([vocab - 1, -100, 3, vocab - 2], device=DEVICE)  # gold ids inside the ragged tile
     w[vocab - 1] = h[0] * 2  # row 0's argmax is the very last id
     # Wide tiles keep the interpreter quick; tiling does not change results (tested above).
     cfg = head_config(4, vocab, width, block_n=16, block_v=8192, block_e=16, splits=3)
-    leaves = [t.detach().requires_grad_() for t in (h, w, b)]
-    opts = dict(prediction="argmax", temperature=1.0, disallow_correct=False, seed=0, ignore_index=-100)
-    ce, _, pred, _ = FusedMLMHead.apply(*leaves, None, y, None, None, None, opts, cfg)
-    grads = torch.autograd.grad(ce.sum(), leaves)
-    exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
-    ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=pred, reduction="none")
-    ref_grads = torch.autograd.grad(ref.loss.sum(), exact)
+    pred = compare_with_config(h, w, b, y, cfg, prediction="argmax")
     assert pred[0].item() == vocab - 1 and pred[1].item() == -100
-    assert rel_err(ce, ref.loss) < 1e-5
-    for g, r in zip(grads, ref_grads):
-        assert rel_err(g, r) < 1e-5
 
 
 def test_sum_reduction_accumulates_like_one_batch_in_the_kernel(make_table):
@@ -284,21 +290,10 @@ def test_head_config_rejects_a_block_v_philox_cannot_fill():
 
 def test_backward_program_groups_cover_every_tile_once():
     """13 row blocks in groups of 8 (one ragged group) × 4 vocabulary tiles: every gradient tile written once."""
-    from tnops.ops.mlm_head_launch import FusedMLMHead
-
     h, w, b, y = inputs(50, 100, 16, every=5)
     cfg = head_config(50, 100, 16, block_n=4, block_v=32, block_e=16, splits=2)
     assert cfg.bwd_group_n == 8 and -(-50 // cfg.bwd_block_n) == 13
-    leaves = [t.detach().requires_grad_() for t in (h, w, b)]
-    opts = dict(prediction="sample", temperature=1.0, disallow_correct=False, seed=4, ignore_index=-100)
-    ce, _, pred, _ = FusedMLMHead.apply(*leaves, None, y, None, None, None, opts, cfg)
-    up = torch.rand(50, device=DEVICE)
-    grads = torch.autograd.grad((ce * up).sum(), leaves)
-    exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
-    ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=pred, reduction="none")
-    ref_grads = torch.autograd.grad((ref.loss * up.double()).sum(), exact)
-    for g, r in zip(grads, ref_grads):
-        assert rel_err(g, r) < 1e-5
+    compare_with_config(h, w, b, y, cfg, seed=4)
 
 
 def test_unmasked_and_corrected_rows_cost_no_work(make_table):
