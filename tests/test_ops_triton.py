@@ -254,8 +254,9 @@ def test_xlmr_vocabulary_without_padding():
     h, w, b, _ = inputs(4, vocab, width)
     y = torch.tensor([vocab - 1, -100, 3, vocab - 2], device=DEVICE)  # gold ids inside the ragged tile
     w[vocab - 1] = h[0] * 2  # row 0's argmax is the very last id
-    # Wide tiles keep the interpreter quick; tiling does not change results (tested above).
-    cfg = head_config(4, vocab, width, block_n=16, block_v=8192, block_e=16, splits=3)
+    # Wide tiles keep the interpreter quick (tiling does not change results, tested above); a GPU, whose
+    # shared memory could not hold them, uses its own tiles.
+    cfg = head_config(4, vocab, width, block_n=16, block_v=8192, block_e=16, splits=3) if DEVICE == "cpu" else None
     pred = compare_with_config(h, w, b, y, cfg, prediction="argmax")
     assert pred[0].item() == vocab - 1 and pred[1].item() == -100
 
@@ -290,34 +291,34 @@ def test_head_config_rejects_a_block_v_philox_cannot_fill():
 
 def test_backward_program_groups_cover_every_tile_once():
     """13 row blocks in groups of 8 (one ragged group) × 4 vocabulary tiles: every gradient tile written once."""
-    h, w, b, y = inputs(50, 100, 16, every=5)
-    cfg = head_config(50, 100, 16, block_n=4, block_v=32, block_e=16, splits=2)
-    assert cfg.bwd_group_n == 8 and -(-50 // cfg.bwd_block_n) == 13
+    h, w, b, y = inputs(200, 100, 16, every=5)
+    cfg = head_config(200, 100, 16, block_n=16, block_v=32, block_e=16, splits=2)  # tl.dot needs M, N, K >= 16
+    assert cfg.bwd_group_n == 8 and -(-200 // cfg.bwd_block_n) == 13
     compare_with_config(h, w, b, y, cfg, seed=4)
 
 
 def test_unmasked_and_corrected_rows_cost_no_work(make_table):
-    """10 masked rows scattered over 64: the kernels visit them first, so only ⌈10/4⌉ row blocks do work;
-    in backward the 3 corrected rows drop out too (⌈7/4⌉ blocks)."""
+    """18 masked rows scattered over 128: the kernels visit them first, so only ⌈18/16⌉ = 2 row blocks do
+    work (8 if visited in place); in backward the 3 corrected rows drop out too: ⌈15/16⌉ = 1 block."""
     from tnops.ops.mlm_head_launch import mlm_head_backward
 
-    h, w, b, _ = inputs(64, 300, 16)
-    y = torch.full((64,), -100, dtype=torch.long, device=DEVICE)
-    masked_rows = torch.tensor([1, 7, 12, 20, 29, 33, 41, 50, 58, 63], device=DEVICE)
-    y[masked_rows] = torch.randint(0, 300, (10,), device=DEVICE)
-    cfg = head_config(64, 300, 16, block_n=4, block_v=32, block_e=16, splits=2)
+    h, w, b, _ = inputs(128, 300, 16)
+    y = torch.full((128,), -100, dtype=torch.long, device=DEVICE)
+    masked_rows = torch.arange(3, 128, 7, device=DEVICE)  # 18 rows, in every row block
+    y[masked_rows] = torch.randint(0, 300, (18,), device=DEVICE)
+    cfg = head_config(128, 300, 16, block_n=16, block_v=32, block_e=16, splits=2)
     first = mlm_head_forward(h, w, b, y, prediction="sample", seed=5, config=cfg)
     wrong = [(int(y[r]), int(first["predictions"][r])) for r in masked_rows if y[r] != first["predictions"][r]]
     table = make_table(wrong[:3], 300)
     counter = torch.zeros(1, dtype=torch.int32, device=DEVICE)
     out = mlm_head_forward(h, w, b, y, offsets=table.offsets.to(DEVICE), syn_ids=table.ids.to(DEVICE),
                            prediction="sample", seed=5, config=cfg, tile_counter=counter)
-    assert counter.item() == 3 * 2  # 3 live row blocks × 2 vocabulary splits (scattered: up to 10 × 2)
+    assert counter.item() == 2 * 2  # 2 live row blocks × 2 vocabulary splits
     assert out["corrected"].sum().item() == 3 and torch.equal(out["predictions"], first["predictions"])
     coef = torch.where((y != -100) & ~out["corrected"], 1.0, 0.0)
     counter.zero_()
     dh, dw, db = mlm_head_backward(h, w, b, y, out["lse"], coef, config=cfg, tile_counter=counter)
-    assert counter.item() == 2 * 10  # ⌈7/4⌉ live row blocks × ⌈300/32⌉ vocabulary tiles
+    assert counter.item() == 1 * 10  # 1 live row block × ⌈300/32⌉ vocabulary tiles
     assert dh[coef == 0].abs().sum() == 0  # rows without a gradient get none
     exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
     ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=out["predictions"], synonyms=table,
