@@ -233,13 +233,14 @@ def train(args) -> dict:
         tokens = float(batch.attention_mask.sum()) * world
         record = dict(step=step, loss=totals[0].item() / args.grad_accum, gen_loss=totals[1].item() / args.grad_accum,
                       disc_loss=totals[2].item() / args.grad_accum, sr_loss=totals[3].item() / args.grad_accum,
-                      correction_rate=totals[4].item() / max(totals[5].item(), 1.0), lr=scheduler.get_last_lr()[0])
+                      correction_rate=totals[4].item() / max(totals[5].item(), 1.0), corrected=int(totals[4].item()),
+                      masked=int(totals[5].item()), lr=scheduler.get_last_lr()[0])
         elapsed = time.perf_counter() - started
         if rank == 0 and (step % args.eval_every == 0 or step == config.max_steps):
             record["eval"] = evaluate(model, dataset.eval, micro, args.eval_batches, device, autocast)
         history.append(record)
         if progress is not None:
-            progress.set_postfix(loss=f"{record['loss']:.3f}", corr=f"{record['correction_rate']:.3f}",
+            progress.set_postfix(loss=f"{record['loss']:.3f}", corr=f"{100 * record['correction_rate']:.2f}%",
                                  tok_s=f"{tokens / elapsed:.0f}")
             progress.update(1)
         if step % args.save_every == 0 or step == stop_at:
@@ -247,7 +248,7 @@ def train(args) -> dict:
     if progress is not None:
         progress.close()
     summary = dict(step=step, finished=step >= config.max_steps, checkpoint=str(checkpoint_path),
-                   last=history[-1] if history else None)
+                   last=history[-1] if history else None, history=history)
     if rank == 0 and step >= config.max_steps:
         summary["export"] = {k: str(v) for k, v in model.save_pretrained(output_dir / "final", tokenizer).items()}
         summary["plot"] = str(plot_history(history, output_dir / "loss_curve.png"))
@@ -277,7 +278,12 @@ def main(argv=None) -> int:
     if rank == 0:
         last = summary["last"] or {}
         print(f"step {summary['step']}: loss {last.get('loss', math.nan):.4f}, "
-              f"correction rate {last.get('correction_rate', math.nan):.3f}")
+              f"correction rate {100 * last.get('correction_rate', math.nan):.2f} %")
+        history = summary.get("history") or []
+        corrected, masked = sum(r.get("corrected", 0) for r in history), sum(r.get("masked", 0) for r in history)
+        if masked:
+            print(f"hard correction over the run: {corrected} of {masked} masked predictions were listed synonyms "
+                  f"of their gold token and dropped ({100 * corrected / masked:.3f} %)")
         print(f"checkpoint: {summary['checkpoint']}")
         if "export" in summary:
             print(f"discriminator (AutoModelForPreTraining): {summary['export']['discriminator']}")

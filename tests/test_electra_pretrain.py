@@ -46,6 +46,8 @@ def test_thirty_steps_lower_the_loss_and_export(setup, tmp_path):
     last = sum(r["loss"] for r in history[-5:]) / 5
     assert last < first * 0.9, (first, last)
     assert "eval" in history[-1] and history[-1]["eval"]["loss"] > 0
+    assert all(r["masked"] > 0 and 0 <= r["corrected"] <= r["masked"] for r in history)
+    assert all(r["correction_rate"] == pytest.approx(r["corrected"] / r["masked"]) for r in history)
     assert (out / "loss_curve.png").stat().st_size > 10_000
     disc = AutoModelForPreTraining.from_pretrained(summary["export"]["discriminator"])
     gen = AutoModelForMaskedLM.from_pretrained(summary["export"]["generator"])
