@@ -33,18 +33,20 @@ def _variants():
     from tnops.ops.config import head_config
 
     configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name)) for name, dtype in TYPES.items()}
+
+    def head_args(dtype: str) -> dict:  # the arguments the forward and backward LM-head kernels share
+        return {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
+                "order_ptr": "*i64", "tiles_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32",
+                "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32"}
     # Every dtype with every feature on, and with every feature off: the branches that change codegen.
     for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), [(True, True, True), (False, False, False)]):
         cfg = configs[dtype]
-        sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
-               "order_ptr": "*i64", "row_ids_ptr": "*i64", "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32",
-               "part_gold_ptr": "*fp32", "part_best_ptr": "*fp32", "part_idx_ptr": "*i32", "tiles_ptr": "*i32",
-               "N": "i32", "V": "i32", "E": "i32",
-               "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32", "seed": "i64",
-               "temperature": "fp32", "ignore_index": "i32", "v_per_split": "i32"}
+        sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_sum_ptr="*fp32",
+                   part_gold_ptr="*fp32", part_best_ptr="*fp32", part_idx_ptr="*i32", seed="i64",
+                   temperature="fp32", ignore_index="i32", v_per_split="i32")
         const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample, COUNT_TILES=False,
-                     BLOCK_N=cfg.block_n,
-                     BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+                     BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         yield f"_mlm_fwd_kernel[{dtype}, bias={bias}, sample={sample}, disallow={disallow}]", \
             mlm_head._mlm_fwd_kernel, sig, const, cfg.num_warps
     for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
@@ -59,14 +61,11 @@ def _variants():
         yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head._mlm_combine_kernel, sig, const, 4
     for dtype, bias in [("fp32", True), ("bf16", True), ("fp16", False)]:
         cfg = configs[dtype]
-        sig = {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
-               "order_ptr": "*i64", "lse_ptr": "*fp32", "coef_ptr": "*fp32", "dh_ptr": "*fp32", "dw_ptr": "*fp32",
-               "db_ptr": "*fp32", "tiles_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32",
-               "stride_we": "i32"}
+        sig = dict(head_args(dtype), lse_ptr="*fp32", coef_ptr="*fp32", dh_ptr="*fp32", dw_ptr="*fp32",
+                   db_ptr="*fp32")
         const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, COUNT_TILES=False,
-                     BLOCK_N=cfg.bwd_block_n,
-                     BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
-                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+                     BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e,
+                     GROUP_N=cfg.bwd_group_n, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
     for dtype in TYPES.values():
         cfg = configs[dtype]

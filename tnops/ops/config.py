@@ -18,6 +18,7 @@ from tnops.backends import interpreting
 _GPU_FORWARD = {"half": (64, 128, 64, 8), "fp32": (64, 64, 16, 8)}
 _GPU_BACKWARD = {"half": (128, 128, 32, 8), "fp32": (64, 128, 16, 8)}
 _INTERPRETER = (32, 256, 64, 4)  # numpy executes each program: few, large tiles are fastest
+_INTERPRETER_ROW_TILE = (32, 64)
 _ROW_TILE = (32, 32)  # combine and SR-backward kernels: (rows, embedding columns) per step
 _BWD_GROUP_N = 8  # backward programs run in groups of 8 row blocks × every vocabulary tile (see the kernel)
 
@@ -62,8 +63,7 @@ def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device |
     to prove that samples do not depend on tiling).
     """
     if interpreting():
-        forward = backward = _INTERPRETER
-        row_tile = (32, 64)
+        forward, backward, row_tile = _INTERPRETER, _INTERPRETER, _INTERPRETER_ROW_TILE
         target_programs = 2
     else:
         kind = "fp32" if dtype == torch.float32 else "half"

@@ -221,7 +221,8 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
 def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_ptr, dh_ptr, dw_ptr, db_ptr,
                     tiles_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we,
                     HAS_BIAS: tl.constexpr, WANT_DH: tl.constexpr, WANT_DW: tl.constexpr, WANT_DB: tl.constexpr,
-                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr,
+                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
+                    GROUP_N: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
     """Gradient of ``Σ_rows coef · (lse - z_gold)`` for one ``[BLOCK_N, BLOCK_V]`` tile.
 

@@ -57,10 +57,12 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     kernels._mlm_fwd_kernel[grid](
         hidden, weight, bias if bias is not None else hidden, labels, rows_first(labels != ignore_index),
         row_ids if row_ids is not None else labels, *part, part_idx,
-        tile_counter if tile_counter is not None else part_idx, n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        tile_counter if tile_counter is not None else part_idx,
+        n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         seed, float(temperature), ignore_index, v_per_split,
         HAS_BIAS=bias is not None, SAMPLE=prediction == "sample", DISALLOW=disallow_correct,
-        HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+        HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None,
+        BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
         DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss")}
     out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
@@ -105,9 +107,11 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
         kernels._mlm_bwd_kernel[grid](
             hidden, weight, bias if bias is not None else hidden, labels, rows_first(coef != 0), lse, coef,
             dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
-            tile_counter if tile_counter is not None else lse, n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            tile_counter if tile_counter is not None else lse,
+            n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             HAS_BIAS=bias is not None, WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
-            COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
+            COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v,
+            BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
             DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages)
     return dh, dw, db
 
