@@ -23,8 +23,8 @@ def native_extensions():
     ext = CppExtension(
         "tnops._native",
         sources,
-        # -fno-math-errno lets logf inline (same results); OpenMP splits rows over cores.
-        extra_compile_args={"cxx": ["-O3", "-fopenmp", "-fno-math-errno"]},
+        # -ffp-contract=off: no FMA contraction, so log_f32 rounds exactly like the torch ops (csrc/philox.h).
+        extra_compile_args={"cxx": ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]},
         extra_link_args=["-fopenmp"],
     )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}

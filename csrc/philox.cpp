@@ -1,44 +1,16 @@
-// Philox4x32-10 Gumbel noise for CPU tensors: the counter-based stream of tnops/random.py, bit for bit.
-//
-// Cell (row, v) uses counter (v >> 2, row, 0, 0), key (seed_lo, seed_hi) and output word v & 3, mapped
-// to a float as Triton's tl.rand does ((x < 0 ? ~x : x) * 4.6566127342e-10 on the int32 view), clamped to
-// [2^-24, 1 - 2^-24], then g = -log(-log(u)).  One Philox call fills four neighbouring vocabulary ids.
+// gumbel_noise(seed, rows, start, stop): Philox4x32-10 Gumbel noise for CPU tensors (philox.h), the stream of
+// tnops/random.py bit for bit.  One Philox call fills four neighbouring vocabulary ids.
 #include <torch/extension.h>
 
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "philox.h"
+
 namespace {
 
-constexpr uint32_t kKeyA = 0x9E3779B9u, kKeyB = 0xBB67AE85u;
-constexpr uint32_t kRoundA = 0xD2511F53u, kRoundB = 0xCD9E8D57u;
-constexpr float kScale = 4.6566127342e-10f;
-constexpr float kUMin = 5.9604644775390625e-08f;    // 2^-24
-constexpr float kUMax = 0.99999994039535522461f;    // 1 - 2^-24
-
-inline void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t pb = static_cast<uint64_t>(kRoundB) * c[2];
-    const uint64_t pa = static_cast<uint64_t>(kRoundA) * c[0];
-    const uint32_t n0 = static_cast<uint32_t>(pb >> 32) ^ c[1] ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(pa >> 32) ^ c[3] ^ k1;
-    c[0] = n0;
-    c[1] = static_cast<uint32_t>(pb);
-    c[2] = n2;
-    c[3] = static_cast<uint32_t>(pa);
-    k0 += kKeyA;
-    k1 += kKeyB;
-  }
-}
-
-inline float word_to_gumbel(uint32_t word) {
-  int32_t x = static_cast<int32_t>(word);
-  x = x < 0 ? ~x : x;
-  float u = static_cast<float>(x) * kScale;
-  u = u < kUMin ? kUMin : (u > kUMax ? kUMax : u);
-  return -logf(-logf(u));
-}
+using tnops::philox4x32_10;
+using tnops::word_to_gumbel;
 
 // gumbel_noise(seed, rows [R] int64, start, stop) -> float32 [R, stop - start]
 torch::Tensor gumbel_noise(int64_t seed, const torch::Tensor& rows, int64_t start, int64_t stop) {

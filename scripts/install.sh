@@ -31,7 +31,7 @@ import glob, importlib.util, os, sys
 import tnops
 root = os.path.dirname(os.path.dirname(os.path.abspath(tnops.__file__)))
 assert os.path.samefile(root, os.getcwd())
-sources = glob.glob("csrc/*.cpp")
+sources = glob.glob("csrc/*.cpp") + glob.glob("csrc/*.h")
 if sources and os.environ.get("TNOPS_SKIP_NATIVE") != "1":
     built = glob.glob("tnops/_native*.so")
     assert built and os.path.getmtime(built[0]) > max(map(os.path.getmtime, sources + ["setup.py", "pyproject.toml"]))

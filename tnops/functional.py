@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from tnops import backends, reference
+from tnops import backends, reference, torch_chunked
 from tnops import random as tn_random
-from tnops import torch_chunked
 from tnops import validation as check
 from tnops.outputs import MLMLossOutput
 
@@ -47,6 +46,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     check.tensor("hidden", hidden, floating=True, min_ndim=1)
     check.tensor("weight", weight, floating=True, ndim=2)
     check.tensor("labels", labels, floating=False)
+    if hidden.shape[-1] == 0:
+        raise ValueError(f"hidden: expected [*, E] with E >= 1, got shape {tuple(hidden.shape)}")
     if weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"weight: expected [V, E={hidden.shape[-1]}] to match hidden [*, E], got {tuple(weight.shape)}")
     if tuple(labels.shape) != tuple(hidden.shape[:-1]):
@@ -112,6 +113,8 @@ def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_we
     if prediction == "sample" and seed is None:
         # int(tensor) would break a compiled graph; the custom op takes the seed as a tensor instead
         seed = torch.randint(0, 2**62, (), dtype=torch.int64) if torch.compiler.is_compiling() else tn_random.draw_seed()
+    elif seed is not None:
+        seed = check.seed_value(seed)  # a Python int in [0, 2^64) for every backend (numpy ints, negatives)
     backend = backends.select_backend(inputs.device)
     if backend == "reference":
         common = dict(synonyms=synonyms, prediction=prediction, seed=seed, sr_weight=sr_weight, sr_embedding=sr_embedding,
@@ -169,7 +172,8 @@ def _custom_op_rows(hidden, weight, bias, labels, table, row_ids, *, seed, predi
     from tnops import custom_ops
 
     offsets, syn_ids = (None, None) if table is None else (table.offsets, table.ids)
-    seed = seed if isinstance(seed, torch.Tensor) else torch.tensor(seed, dtype=torch.int64)
+    if not isinstance(seed, torch.Tensor):  # the op takes the 64-bit seed as its signed int64 bit pattern
+        seed = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
     op_backend = "triton" if backend == "triton" and weight is not None else "torch"
     ce_rows, _, predictions, corrected = custom_ops.mlm_rows(hidden, weight, bias, labels, row_ids, offsets, syn_ids,
                                                              seed, prediction, float(temperature), disallow_correct,
@@ -190,7 +194,7 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     Returns:
         float32 scalar (``[*]`` for ``"none"``); gradients reach both embedding rows.
     """
-    check.tensor("embedding", embedding, floating=True, ndim=2)
+    check.sr_table("embedding", embedding, embedding.shape[0] if isinstance(embedding, torch.Tensor) else 0)
     check.tensor("gold_ids", gold_ids, floating=False)
     check.tensor("pred_ids", pred_ids, floating=False)
     if gold_ids.shape != pred_ids.shape:
@@ -199,8 +203,8 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     check.choice("reduction", reduction, check.REDUCTIONS)
     check.same_device(embedding=embedding, gold_ids=gold_ids, pred_ids=pred_ids)
     check.label_range("gold_ids", gold_ids, embedding.shape[0], ignore_index)
-    valid_pred = torch.where(gold_ids != ignore_index, pred_ids, 0)
-    check.label_range("pred_ids", valid_pred, embedding.shape[0], ignore_index)
+    # a prediction is a real id on every gold row: ignore_index there is an error, not a skip
+    check.id_range("pred_ids", pred_ids, embedding.shape[0], where=gold_ids != ignore_index)
     return reference.sr_loss(embedding, gold_ids, pred_ids, ignore_index=ignore_index, reduction=reduction)
 
 

@@ -5,11 +5,17 @@ import torch
 from torch import nn
 
 from tnops import functional
+from tnops import validation as check
 from tnops.outputs import MLMLossOutput
 
 
 class _MLMOptionsMixin:
     def _init_options(self, synonyms, *, prediction, temperature, disallow_correct, sr_weight, ignore_index, reduction):
+        # checked here, so a typo fails where the loss is built, not at the first forward
+        check.mlm_keywords(prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                           sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)
+        if synonyms is not None and not (hasattr(synonyms, "is_synonym") and hasattr(synonyms, "vocab_size")):
+            raise TypeError(f"synonyms: expected a tnops.SynonymTable or None, got {type(synonyms).__name__}")
         self.synonyms = synonyms
         self.options = dict(prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
                             sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)

@@ -65,6 +65,44 @@ def words_to_uniform(words: torch.Tensor) -> torch.Tensor:
     return u.clamp_(U_MIN, U_MAX)
 
 
+# log(x) of positive normal float32 x from IEEE-exact operations only (exponent split, +, -, *), in one fixed
+# order.  torch.log (SLEEF, vectorised) and C's logf disagree in the last bit for some inputs, which flips
+# samples at near-ties between the torch path and the C++ extension; this function is evaluated operation
+# for operation the same way by both (csrc/philox.h ``log_f32``, compiled with -ffp-contract=off), so CPU
+# samples never depend on the build.  It is Cephes' logf scheme: x = m·2^e with m in [√½, √2), f = m - 1
+# (exact), log x = f - f²/2 + f³·P(f) + e·ln2, ln2 split in a 9-bit head (e·head exact) and a tail.
+# Measured error: ≤ 1 ulp against float64's log over 2^24 inputs (tests/test_random.py).
+LOG_POLY = tuple(float.fromhex(h) for h in (
+    "0x1.204376p-4", "-0x1.d7a370p-4", "0x1.de4a34p-4", "-0x1.fcba9ep-4", "0x1.23d37ep-3", "-0x1.555ca0p-3",
+    "0x1.999d58p-3", "-0x1.fffff8p-3", "0x1.555554p-2"))
+LN2_HEAD = float.fromhex("0x1.63p-1")       # 0.693359375
+LN2_TAIL = float.fromhex("-0x1.bd0106p-13")  # ln 2 - LN2_HEAD, rounded to float32
+SQRT_HALF = float.fromhex("0x1.6a09e6p-1")
+
+
+def log_f32(x: torch.Tensor) -> torch.Tensor:
+    """Natural log of positive normal float32 ``x [*]``, bit-identical to the C++ extension's ``log_f32``.
+
+    Every step is one correctly rounded float32 operation (Python constants are exact float32 values, so
+    torch's scalar promotion cannot change a result).
+    """
+    bits = x.view(torch.int32)
+    exponent = (bits >> 23) - 126                                    # x = m · 2^exponent, m in [0.5, 1)
+    mantissa = ((bits & 0x007FFFFF) | 0x3F000000).view(torch.float32)
+    low = mantissa < SQRT_HALF
+    mantissa = torch.where(low, mantissa + mantissa, mantissa)      # m in [√½, √2)
+    e = (exponent - low.to(torch.int32)).to(torch.float32)
+    f = mantissa - 1.0                                               # exact (Sterbenz)
+    z = f * f
+    y = torch.full_like(f, LOG_POLY[0])
+    for coefficient in LOG_POLY[1:]:
+        y = y * f + coefficient
+    y = (y * f) * z
+    y = y + e * LN2_TAIL
+    y = y - z * 0.5
+    return (f + y) + e * LN2_HEAD
+
+
 def uniform(seed: int, rows: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Tensor:
     """Uniform numbers of the cells ``(rows[i], vocab_ids[j])``.
 
@@ -99,7 +137,7 @@ _NATIVE = None
 
 
 def gumbel(seed: int, rows: torch.Tensor, vocab_size: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Gumbel noise ``g = -log(-log u)`` for ``rows`` × vocabulary ids ``[start, stop)``.
+    """Gumbel noise ``g = -log(-log u)`` (``log_f32``) for ``rows`` × vocabulary ids ``[start, stop)``.
 
     Args:
         seed: the sampling seed.
@@ -121,7 +159,7 @@ def gumbel(seed: int, rows: torch.Tensor, vocab_size: int, start: int = 0, stop:
         u = u[:, start - 4 * first: stop - 4 * first]
     else:
         u = uniform(seed, rows, torch.arange(start, stop, device=rows.device))
-    return -torch.log(-torch.log(u))
+    return -log_f32(-log_f32(u))
 
 
 def draw_seed(generator: torch.Generator | None = None) -> int:

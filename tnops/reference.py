@@ -26,7 +26,7 @@ def predict(logits: torch.Tensor, labels: torch.Tensor, *, prediction: str = "ar
     """Predicted token per row: ``argmax(z)`` (ties → lowest id) or Gumbel-max ``argmax(z/T + g)``.
 
     Args:
-        logits: ``[N, V]`` (any float dtype; compared in float32).
+        logits: ``[N, V]`` (any float dtype; compared in float32, or float64 for float64 logits).
         labels: int ``[N]``; rows equal to ``ignore_index`` get ``ignore_index`` as prediction.
         prediction: ``"argmax"`` or ``"sample"``.
         temperature: T > 0, sampling only.
@@ -36,12 +36,12 @@ def predict(logits: torch.Tensor, labels: torch.Tensor, *, prediction: str = "ar
     Returns:
         int64 ``[N]``.
     """
-    scores = logits.detach().float()
+    scores = _upcast(logits.detach())  # argmax in the inputs' precision (float64 inputs: float64 scores)
     masked = labels != ignore_index
     if prediction == "sample":
         seed = tn_random.draw_seed() if seed is None else seed
         rows = torch.arange(scores.shape[0], device=scores.device) if row_ids is None else row_ids.reshape(-1).long()
-        scores = scores / temperature + tn_random.gumbel(seed, rows, scores.shape[1])
+        scores = scores / temperature + tn_random.gumbel(seed, rows, scores.shape[1]).to(scores.dtype)
     if disallow_correct:
         gold = torch.where(masked, labels, 0).long()
         scores = scores.scatter(1, gold[:, None], float("-inf"))
@@ -69,10 +69,20 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
         float32 scalar, or ``[*]`` for ``"none"``.  Gradients reach both embedding rows; ids are indices.
     """
     valid = gold_ids != ignore_index
+    flat_valid = valid.reshape(-1)
     gold = torch.where(valid, gold_ids, 0).long().reshape(-1)
     pred = torch.where(valid, pred_ids, 0).long().reshape(-1)
-    dist = cosine_distance(embedding[gold], embedding[pred]) * valid.reshape(-1)
-    return reduce_rows(dist.reshape(gold_ids.shape), valid, reduction)
+    dist = cosine_distance(select_rows(flat_valid, embedding[gold]), select_rows(flat_valid, embedding[pred]))
+    return reduce_rows(torch.where(flat_valid, dist, 0).reshape(gold_ids.shape), valid, reduction)
+
+
+def select_rows(live: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x [*, D]`` with the rows where ``live [*]`` is False replaced by zeros.
+
+    Select, don't multiply: ``x * mask`` keeps a NaN or inf of a dead row (0 · inf = NaN) and leaks it into the
+    loss and, through the backward of whatever follows, into the gradients of the live rows' parameters.
+    """
+    return torch.where(live[..., None], x, 0)
 
 
 def reduce_rows(per_row: torch.Tensor, counted: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -102,9 +112,9 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         ``MLMLossOutput``; losses in float32.
     """
     lead = labels.shape
-    z = _upcast(logits.reshape(-1, logits.shape[-1]))
     y = labels.reshape(-1)
     masked = y != ignore_index
+    z = select_rows(masked, _upcast(logits.reshape(-1, logits.shape[-1])))
     if predictions is None:
         pred = predict(z, y, prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
                        seed=seed, ignore_index=ignore_index, row_ids=row_ids)
@@ -116,7 +126,8 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         corrected = masked & (pred != y) & synonyms.to(y.device).is_synonym(y.long(), pred)
     kept = masked & ~corrected
     gold = torch.where(kept, y, 0).long()
-    per_row = F.cross_entropy(z, gold, reduction="none") * kept if z.shape[0] else z.new_zeros(0)
+    per_row = torch.where(kept, F.cross_entropy(select_rows(kept, z), gold, reduction="none"), 0) if z.shape[0] \
+        else z.new_zeros(0)
     ce = reduce_rows(per_row.reshape(lead), kept, reduction)
     if sr_weight:
         if sr_embedding is None:
@@ -137,7 +148,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     Returns:
         ``MLMLossOutput``.
     """
-    logits = F.linear(hidden, weight, bias)
+    masked = labels != kwargs.get("ignore_index", -100)
+    logits = F.linear(select_rows(masked, hidden), weight, bias)  # ignored rows never reach dW
     return mlm_loss(logits, labels, sr_embedding=weight if sr_embedding is None else sr_embedding, **kwargs)
 
 
@@ -162,8 +174,9 @@ def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_id
     if corrected is not None:
         label &= ~corrected.bool()
     valid = torch.ones_like(label) if attention_mask is None else attention_mask.bool()
-    per_pos = F.binary_cross_entropy_with_logits(_upcast(disc_logits), label.to(torch.promote_types(disc_logits.dtype, torch.float32)), reduction="none") * valid
-    return reduce_rows(per_pos, valid, reduction)
+    logits = torch.where(valid, _upcast(disc_logits), 0)  # padding selected out, so a NaN there stays out
+    per_pos = F.binary_cross_entropy_with_logits(logits, label.to(logits.dtype), reduction="none")
+    return reduce_rows(torch.where(valid, per_pos, 0), valid, reduction)
 
 
 def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tensor,
@@ -177,8 +190,10 @@ def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tens
     Returns:
         float32 scalar.
     """
-    log_p = F.log_softmax(_upcast(hidden_corrupted), dim=-1)
-    log_s = F.log_softmax(_upcast(hidden_original), dim=-1)
+    lead = hidden_corrupted.shape[:-1]
+    valid = torch.ones(lead, dtype=torch.bool, device=hidden_corrupted.device) if attention_mask is None \
+        else attention_mask.bool()
+    log_p = F.log_softmax(select_rows(valid, _upcast(hidden_corrupted)), dim=-1)
+    log_s = F.log_softmax(select_rows(valid, _upcast(hidden_original)), dim=-1)
     per_token = (log_p.exp() * (log_p - log_s)).sum(-1)
-    valid = torch.ones_like(per_token, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    return reduce_rows(per_token * valid, valid, "mean")
+    return reduce_rows(torch.where(valid, per_token, 0), valid, "mean")

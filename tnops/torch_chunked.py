@@ -46,8 +46,11 @@ class Head:
         self.weight = None if weight is None else weight.to(self.cdt)
         self.bias = None if bias is None else bias.to(self.cdt)
 
-    def logits(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, rows: torch.Tensor, live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[R, V]`` and inputs ``[R, E]`` of ``rows``; rows not ``live`` read as zeros, so a NaN or
+        inf in an ignored row never reaches a loss or a gradient (selected out, never multiplied by 0)."""
         x = self.inputs[rows].to(self.cdt)
+        x = torch.where(live[:, None], x, 0)
         if self.weight is None:
             return x, x
         z = x @ self.weight.T
@@ -57,9 +60,9 @@ class Head:
 
 
 def _predict(z, gold, row_keys, opts: MLMOptions, vocab_size: int):
-    scores = z
+    scores = z  # float32, or float64 for float64 inputs: the argmax is taken in the inputs' precision
     if opts.prediction == "sample":
-        scores = z.float() / opts.temperature + tn_random.gumbel(opts.seed, row_keys, vocab_size)
+        scores = z / opts.temperature + tn_random.gumbel(opts.seed, row_keys, vocab_size).to(z.dtype)
     if opts.disallow_correct:
         scores = scores.scatter(1, gold[:, None], float("-inf"))
     return scores.argmax(dim=1)
@@ -82,9 +85,9 @@ def forward_chunks(head: Head, labels, row_ids, opts: MLMOptions, want_grads: tu
     step = backends.chunk_rows(vocab_size)
     for start in range(0, visit.numel(), step):
         rows = visit[start:start + step]
-        z, x = head.logits(rows)
-        y = labels[rows]
         is_masked = masked[rows]
+        z, x = head.logits(rows, is_masked)
+        y = labels[rows]
         gold = torch.where(is_masked, y, 0).long()
         lse = torch.logsumexp(z, dim=1)
         pred = _predict(z, gold, rows if row_ids is None else row_ids[rows], opts, vocab_size)
@@ -93,21 +96,25 @@ def forward_chunks(head: Head, labels, row_ids, opts: MLMOptions, want_grads: tu
         else:
             fixed = is_masked & (pred != gold) & opts.synonyms.is_synonym(gold, pred)
         kept = is_masked & ~fixed
-        row_loss[rows] = (lse - z.gather(1, gold[:, None]).squeeze(1)) * kept
+        row_loss[rows] = torch.where(kept, lse - z.gather(1, gold[:, None]).squeeze(1), 0)
         lse_all[rows] = lse
         predictions[rows] = torch.where(is_masked, pred, opts.ignore_index)
         corrected[rows] = fixed
         if any(want_grads):
-            dz = _softmax_minus_onehot(z, lse, gold, kept.to(z.dtype))
+            dz = _softmax_minus_onehot(z, lse, gold, kept, 1.0)
             _accumulate(dz, x, rows, head, grad_input, grad_weight, grad_bias)
     return row_loss, lse_all, predictions, corrected, (grad_input, grad_weight, grad_bias)
 
 
-def _softmax_minus_onehot(z, lse, gold, row_scale):
-    """``(softmax(z) - onehot(gold)) * row_scale[:, None]``, in place on ``z``."""
+def _softmax_minus_onehot(z, lse, gold, live, row_scale):
+    """``(softmax(z) - onehot(gold)) * row_scale`` on ``live`` rows and exactly 0 elsewhere, in place on ``z``.
+
+    Dead rows are selected out, not multiplied by 0, so a NaN or inf there cannot reach the gradients.
+    """
     dz = z.sub_(lse[:, None]).exp_()
     dz.scatter_add_(1, gold[:, None], -torch.ones_like(lse)[:, None])
-    return dz.mul_(row_scale[:, None])
+    dz.mul_(row_scale[:, None] if isinstance(row_scale, torch.Tensor) else row_scale)
+    return dz.masked_fill_(~live[:, None], 0)
 
 
 def _accumulate(dz, x, rows, head: Head, grad_input, grad_weight, grad_bias):
@@ -135,10 +142,10 @@ def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
     step = backends.chunk_rows(vocab_size)
     for start in range(0, visit.numel(), step):
         rows = visit[start:start + step]
-        z, x = head.logits(rows)
-        gold = torch.where(kept[rows], labels[rows], 0).long()
-        row_scale = grad_loss[rows].to(z.dtype) * kept[rows]
-        _accumulate(_softmax_minus_onehot(z, lse[rows], gold, row_scale), x, rows, head,
+        live = kept[rows]
+        z, x = head.logits(rows, live)
+        gold = torch.where(live, labels[rows], 0).long()
+        _accumulate(_softmax_minus_onehot(z, lse[rows], gold, live, grad_loss[rows].to(z.dtype)), x, rows, head,
                     grad_input, grad_weight, grad_bias)
     return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), out_dtypes)]
 
@@ -154,7 +161,7 @@ class ChunkedMLMFunction(torch.autograd.Function):
         # The chunk maths is fp32 by design; autocast would silently drop the matmuls to half precision.
         with torch.autocast(inputs.device.type, enabled=False):
             row_loss, lse, predictions, corrected, grads = forward_chunks(head, labels, row_ids, opts, want)
-        kept = (predictions != opts.ignore_index) & ~corrected
+        kept = (labels != opts.ignore_index) & ~corrected  # the masked set comes from the labels alone
         if opts.reduction == "none":
             loss = row_loss
             scale = None
@@ -179,7 +186,7 @@ class ChunkedMLMFunction(torch.autograd.Function):
             grads = [None if g is None else (g * factor.to(g.dtype)).to(dt)
                      for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
             return (*grads, None, None, None)
-        inputs, weight, bias, labels, lse, predictions, kept = ctx.saved_tensors
+        inputs, weight, bias, labels, lse, _predictions, kept = ctx.saved_tensors
         with torch.autocast(inputs.device.type, enabled=False):
             grads = recompute_grads(Head(inputs, weight, bias), labels, lse, kept, grad_loss,
                                     ctx.needs_input_grad[:3], ctx.input_dtypes)

@@ -14,6 +14,11 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 PREDICTIONS = ("argmax", "sample")
 REDUCTIONS = ("mean", "sum", "none")
+ROW_ID_DTYPES = (torch.int32, torch.int64)
+# Below this, z / T overflows float32 for ordinary logits and every score becomes inf (all rows would pick id 0);
+# greedy decoding is prediction="argmax".
+MIN_TEMPERATURE = 1e-6
+SEED_RANGE = (-(2**63), 2**64)
 
 
 def tensor(name: str, value, *, floating: bool | None = None, ndim: int | None = None, min_ndim: int | None = None):
@@ -63,15 +68,24 @@ def number(name: str, value, *, positive: bool = False, non_negative: bool = Fal
 
 def label_range(name: str, labels: torch.Tensor, num_classes: int, ignore_index: int):
     """Every label is ``ignore_index`` or in ``[0, num_classes)``."""
-    if labels.numel() == 0 or torch.compiler.is_compiling():  # value checks would break a compiled graph
+    _ids_in_range(name, labels, num_classes, labels != ignore_index, f" or ignore_index={ignore_index}")
+
+
+def id_range(name: str, ids: torch.Tensor, num_classes: int, where: torch.Tensor):
+    """Every id at a position where ``where`` holds is in ``[0, num_classes)`` (no ignore_index exemption)."""
+    _ids_in_range(name, ids, num_classes, where, "")
+
+
+def _ids_in_range(name: str, ids: torch.Tensor, num_classes: int, checked: torch.Tensor, alternative: str):
+    if ids.numel() == 0 or torch.compiler.is_compiling():  # value checks would break a compiled graph
         return
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
-    if labels.device.type == "cpu":
+    bad = checked & ((ids < 0) | (ids >= num_classes))
+    if ids.device.type == "cpu":
         if bool(bad.any()):
-            value = labels[bad][0].item()
-            raise ValueError(f"{name}: expected ids in [0, {num_classes}) or ignore_index={ignore_index}, found {value}")
+            value = ids[bad][0].item()
+            raise ValueError(f"{name}: expected ids in [0, {num_classes}){alternative}, found {value}")
     else:
-        torch._assert_async(~bad.any(), f"{name}: ids must be in [0, {num_classes}) or ignore_index={ignore_index}")
+        torch._assert_async(~bad.any(), f"{name}: ids must be in [0, {num_classes}){alternative}")
 
 
 def synonym_table(synonyms, vocab_size: int):
@@ -84,24 +98,48 @@ def synonym_table(synonyms, vocab_size: int):
                          f"but the logits have {vocab_size} columns (weight [V, E] / logits [*, V])")
 
 
-def mlm_options(*, vocab_size, synonyms, prediction, temperature, disallow_correct, seed, sr_weight, ignore_index,
-                reduction):
-    """Checks of the keyword arguments shared by ``linear_mlm_loss`` and ``mlm_loss``."""
-    synonym_table(synonyms, vocab_size)
+def seed_value(value) -> int | None:
+    """A sampling seed: None, or an integer (numpy integers included) in ``[-2^63, 2^64)``, returned modulo 2^64."""
+    integer("seed", value, allow_none=True)
+    if value is None:
+        return None
+    value = int(value)
+    if not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise ValueError(f"seed: expected an integer in [-2^63, 2^64), got {value}")
+    return value % 2**64
+
+
+def mlm_keywords(*, prediction, temperature, disallow_correct, sr_weight, ignore_index, reduction):
+    """Checks of the MLM keyword arguments that do not depend on the tensors (also run by the nn modules)."""
     choice("prediction", prediction, PREDICTIONS)
-    number("temperature", temperature, positive=True)
+    number("temperature", temperature)
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(f"temperature: expected a number >= {MIN_TEMPERATURE:g} (logits / temperature overflow below "
+                         f"that; prediction='argmax' is the greedy limit), got {temperature}")
     if not isinstance(disallow_correct, bool):
         raise TypeError(f"disallow_correct: expected a bool, got {type(disallow_correct).__name__}")
-    if disallow_correct and vocab_size < 2:
-        raise ValueError(f"disallow_correct: needs a vocabulary of at least 2 tokens, got V={vocab_size}")
-    integer("seed", seed, allow_none=True)
     number("sr_weight", sr_weight, non_negative=True)
     integer("ignore_index", ignore_index)
     choice("reduction", reduction, REDUCTIONS)
 
 
+def mlm_options(*, vocab_size, synonyms, prediction, temperature, disallow_correct, seed, sr_weight, ignore_index,
+                reduction):
+    """Checks of the keyword arguments shared by ``linear_mlm_loss`` and ``mlm_loss``."""
+    if vocab_size < 1:
+        raise ValueError("vocabulary: expected V >= 1 tokens (weight [V, E] / logits [*, V]), got V=0")
+    synonym_table(synonyms, vocab_size)
+    mlm_keywords(prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                 sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)
+    if disallow_correct and vocab_size < 2:
+        raise ValueError(f"disallow_correct: needs a vocabulary of at least 2 tokens, got V={vocab_size}")
+    seed_value(seed)
+
+
 def sr_table(name: str, embedding: torch.Tensor, vocab_size: int):
     tensor(name, embedding, floating=True, ndim=2)
+    if embedding.shape[1] == 0:
+        raise ValueError(f"{name}: expected [V, E'] with E' >= 1, got shape {tuple(embedding.shape)}")
     if embedding.shape[0] != vocab_size:
         raise ValueError(f"{name}: expected [V={vocab_size}, E'] rows indexed by token id, got shape {tuple(embedding.shape)}")
 
@@ -123,8 +161,13 @@ def row_ids(value, labels: torch.Tensor):
     if value is None:
         return
     tensor("row_ids", value, floating=False)
+    if value.dtype not in ROW_ID_DTYPES:
+        raise TypeError(f"row_ids: expected an int32 or int64 tensor, got {value.dtype}")
     if tuple(value.shape) != tuple(labels.shape):
         raise ValueError(f"row_ids: expected the shape of labels {tuple(labels.shape)}, got {tuple(value.shape)}")
     same_device(row_ids=value, labels=labels)
-    if value.device.type == "cpu" and value.numel() and not torch.compiler.is_compiling() and (bool((value < 0).any()) or bool((value >= 2**32).any())):
+    # int64 comparison: 2**32 does not fit an int32 tensor (every int32 row id would have been refused)
+    wide = value.long()
+    if value.device.type == "cpu" and value.numel() and not torch.compiler.is_compiling() and (
+            bool((wide < 0).any()) or bool((wide >= 2**32).any())):
         raise ValueError("row_ids: expected values in [0, 2^32) (they key a 32-bit Philox counter word)")
