@@ -85,7 +85,8 @@ def compare_with_config(h, w, b, y, cfg, prediction="sample", seed=0):
     from tnops.ops.mlm_head_launch import FusedMLMHead
 
     leaves = [t.detach().requires_grad_() for t in (h, w, b)]
-    opts = dict(prediction=prediction, temperature=1.0, disallow_correct=False, seed=seed, ignore_index=-100)
+    opts = {"prediction": prediction, "temperature": 1.0, "disallow_correct": False, "seed": seed,
+            "ignore_index": -100}
     ce, _, pred, _ = FusedMLMHead.apply(*leaves, None, y, None, None, None, opts, cfg)
     up = torch.rand(y.shape, device=DEVICE, dtype=torch.float64)
     grads = torch.autograd.grad((ce * up.float()).sum(), leaves)
@@ -102,7 +103,7 @@ def compare_with_config(h, w, b, y, cfg, prediction="sample", seed=0):
 @pytest.mark.parametrize("sr_weight", [0.0, 0.5])
 def test_fused_head_fp32(make_table, bias, prediction, sr_weight):
     h, w, b, y = inputs(33, 300, 40, bias=bias)
-    kw = dict(prediction=prediction, seed=11, sr_weight=sr_weight)
+    kw = {"prediction": prediction, "seed": 11, "sr_weight": sr_weight}
     first = tnops.linear_mlm_loss(h, w, y, bias=b, **kw)
     pairs = [(int(g), int(p)) for g, p in zip(y.cpu(), first.predictions.cpu()) if g >= 0 and g != p][::2]
     out, _ = compare(h, w, b, y, synonyms=make_table(pairs, 300), **kw)
@@ -111,8 +112,8 @@ def test_fused_head_fp32(make_table, bias, prediction, sr_weight):
 
 def test_predictions_follow_the_shared_philox_stream():
     h, w, b, y = inputs(40, 257, 24)
-    for kw in (dict(prediction="sample", seed=3), dict(prediction="sample", seed=3, temperature=0.5),
-               dict(prediction="sample", seed=4, disallow_correct=True), dict(prediction="argmax")):
+    for kw in ({"prediction": "sample", "seed": 3}, {"prediction": "sample", "seed": 3, "temperature": 0.5},
+               {"prediction": "sample", "seed": 4, "disallow_correct": True}, {"prediction": "argmax"}):
         fused = tnops.linear_mlm_loss(h, w, y, bias=b, **kw).predictions
         torch_path = reference.predict(torch.nn.functional.linear(h, w, b), y, **kw)
         # the logits differ in the last bits (summation order), so near-ties may flip; demand 95 % agreement
@@ -186,8 +187,9 @@ def test_separate_sr_table_and_reductions():
         compare(h, w, b, y, sr_embedding=emb, sr_weight=1.0, prediction="sample", seed=5, reduction=reduction)
 
 
-# The interpreter's bf16 tl.dot is broken upstream (triton-lang/triton#11584): bf16 runs on a GPU only.
-HALF_DTYPES = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+# The interpreter computes float32 only (its bf16 tl.dot is broken upstream, triton-lang/triton#11584; the
+# launchers refuse other dtypes there, tests/test_triton_inputs.py): half precision is checked on a GPU.
+HALF_DTYPES = [torch.float16, torch.bfloat16] if DEVICE == "cuda" else []
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
@@ -228,7 +230,7 @@ def test_rtd_kernel_matches_reference():
 def test_every_kernel_compiles_for_hopper():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-m", "tnops.ops.compile_check", "--arch", "90", "--max-spill", "0"],
-                         env=env, capture_output=True, text=True, timeout=900)
+                         env=env, capture_output=True, text=True, timeout=900, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all kernels compiled for cuda:90" in run.stdout
     assert "wgmma" in run.stdout  # the half-precision dots really use Hopper's tensor-core instructions
@@ -264,7 +266,7 @@ def test_xlmr_vocabulary_without_padding():
 def test_sum_reduction_accumulates_like_one_batch_in_the_kernel(make_table):
     """Gradient accumulation on the fused path: Σ_micro sum-loss / global kept count = the big batch's mean."""
     h, w, b, y = inputs(40, 200, 16, every=4)
-    kw = dict(prediction="sample", seed=8, sr_weight=0.5)
+    kw = {"prediction": "sample", "seed": 8, "sr_weight": 0.5}
     first = tnops.linear_mlm_loss(h, w, y, bias=b, **kw)
     pairs = [(int(g), int(p)) for g, p in zip(y.cpu(), first.predictions.cpu()) if g >= 0 and g != p][::2]
     kw["synonyms"] = make_table(pairs, 200)

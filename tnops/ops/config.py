@@ -1,4 +1,5 @@
-"""Launch configuration of the Triton kernels: the one place block sizes and warps are chosen.
+"""Launch configuration of the Triton kernels: the one place block sizes and warps are chosen, and the
+dtypes the kernels accept are checked (``check_inputs``).
 
 The GPU tiles below are the largest that ``ptxas -v`` (Triton 3.9, sm_90a) compiles without register
 spills, per dtype, for the binaries the JIT builds at launch (unit strides, 16-aligned pointers and widths);
@@ -84,3 +85,34 @@ def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device |
                       bwd_block_n=backward[0], bwd_block_v=backward[1], bwd_block_e=_fit_width(backward[2], width),
                       bwd_num_warps=backward[3], bwd_group_n=_BWD_GROUP_N,
                       row_block_n=row_tile[0], row_block_e=row_tile[1])
+
+
+GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_inputs(**tensors: torch.Tensor | None) -> None:
+    """Refuse, before any kernel runs, tensors the Triton kernels cannot compute with (None entries are skipped).
+
+    Under the interpreter (``TRITON_INTERPRET=1``) only float32: its bfloat16 ``tl.dot`` returns garbage
+    (triton-lang/triton#11584).  On a GPU float32, bfloat16 and float16; never float64.  Without the
+    interpreter every tensor must be on a CUDA device.  Integer tensors are not checked here.
+
+    Raises:
+        TypeError: a float dtype the path cannot compute.
+        ValueError: a non-CUDA tensor while not interpreting.
+    """
+    for name, value in tensors.items():
+        if value is None:
+            continue
+        if not interpreting() and value.device.type != "cuda":
+            raise ValueError(f"{name}: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got "
+                             f"{value.device}")
+        if not value.dtype.is_floating_point:
+            continue
+        if interpreting() and value.dtype != torch.float32:
+            raise TypeError(f"{name}: the Triton interpreter (TRITON_INTERPRET=1) computes float32 only, got "
+                            f"{value.dtype} (its bfloat16 tl.dot is broken upstream, triton-lang/triton#11584); "
+                            "pass float32 tensors or use the torch backend (TNOPS_BACKEND=torch)")
+        if value.dtype not in GPU_DTYPES:
+            raise TypeError(f"{name}: the Triton kernels compute float32, bfloat16 or float16, got {value.dtype}; "
+                            "use the torch backend (TNOPS_BACKEND=torch) for float64")

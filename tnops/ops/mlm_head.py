@@ -13,7 +13,9 @@ wherever they sit in the batch, fill whole row blocks that exit at once and cost
 O(N · splits + V): partial rows, the permutation, plus fp32 gradient accumulators.
 
 Limits: fp32 uses IEEE dots (no TF32) so gradients match the reference to ~1e-6; half inputs use
-tensor-core dots with fp32 accumulation.  The interpreter (TRITON_INTERPRET=1) supports fp32 and fp16.
+tensor-core dots with fp32 accumulation; float64 is not served (the torch backend is).  Under the
+interpreter (TRITON_INTERPRET=1) the launchers accept fp32 only: its bf16 ``tl.dot`` is broken upstream
+(triton-lang/triton#11584).  Inputs of any strides are read correctly (see ``mlm_head_launch``).
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, s
                 DOT_PRECISION: tl.constexpr):
     """fp32 logits ``[BLOCK_N, BLOCK_V]`` of ``rows`` × ``cols``: a K-loop of ``h @ wᵀ`` plus bias.
 
-    Row and column offsets are widened to int64: ``V · E`` passes 2^31 for LLM-sized heads (256k × 8192).
+    Offsets are int64 on both axes: ``V · E`` passes 2^31 for LLM-sized heads (256k × 8192), along the rows
+    of a row-major weight or along the columns of a transposed one.  ``b_ptr``: a contiguous ``[V]``.
     """
     acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
     h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
@@ -59,8 +62,8 @@ def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, s
     for e0 in range(0, E, BLOCK_E):
         ks = e0 + tl.arange(0, BLOCK_E)
         k_ok = ks < E
-        h = tl.load(h_rows + ks[None, :] * stride_he, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_rows + ks[None, :] * stride_we, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        h = tl.load(h_rows + ks.to(tl.int64)[None, :] * stride_he, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_rows + ks.to(tl.int64)[None, :] * stride_we, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
@@ -137,8 +140,9 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
 def _embedding_rows(emb_ptr, gold, pred, active, ks, E, stride_ev, stride_ee):
     """fp32 columns ``ks`` of the embedding rows of gold (a) and prediction (b) ``[BLOCK_N, BLOCK_E]``, and their mask."""
     m2 = active[:, None] & (ks < E)[None, :]
-    a = tl.load(emb_ptr + gold.to(tl.int64)[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
-    b = tl.load(emb_ptr + pred.to(tl.int64)[:, None] * stride_ev + ks[None, :] * stride_ee, mask=m2, other=0.0)
+    cols = ks.to(tl.int64)[None, :] * stride_ee
+    a = tl.load(emb_ptr + gold.to(tl.int64)[:, None] * stride_ev + cols, mask=m2, other=0.0)
+    b = tl.load(emb_ptr + pred.to(tl.int64)[:, None] * stride_ev + cols, mask=m2, other=0.0)
     return a.to(tl.float32), b.to(tl.float32), m2
 
 
@@ -161,14 +165,14 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
     gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
     active = row_ok & (gold != ignore_index)
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    for s in range(0, SPLITS):
+    for s in range(SPLITS):
         run_max = tl.maximum(run_max, tl.load(part_max_ptr + s * N + rows, mask=row_ok, other=float("-inf")))
     safe_max = tl.where(run_max == float("-inf"), 0.0, run_max)
     total = tl.zeros((BLOCK_N,), tl.float32)
     gold_logit = tl.zeros((BLOCK_N,), tl.float32)
     best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     best_idx = tl.zeros((BLOCK_N,), tl.int32)
-    for s in range(0, SPLITS):
+    for s in range(SPLITS):
         part = s * N + rows
         m = tl.load(part_max_ptr + part, mask=row_ok, other=float("-inf"))
         total += tl.load(part_sum_ptr + part, mask=row_ok, other=0.0) * tl.exp(m - safe_max)
@@ -206,7 +210,7 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
         pred_sq = tl.zeros((BLOCK_N,), tl.float32)
         for e0 in range(0, E_SR, BLOCK_E):
             ks = e0 + tl.arange(0, BLOCK_E)
-            a, b, unused_mask = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E_SR, stride_ev, stride_ee)
+            a, b, _unused_mask = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E_SR, stride_ev, stride_ee)
             dot += tl.sum(a * b, axis=1)
             gold_sq += tl.sum(a * a, axis=1)
             pred_sq += tl.sum(b * b, axis=1)
@@ -271,13 +275,13 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_pt
             ks = e0 + tl.arange(0, BLOCK_E)
             k_ok = ks < E
             if WANT_DH:
-                w = tl.load(w_ptr + cols64 * stride_wv + ks[None, :] * stride_we,
+                w = tl.load(w_ptr + cols64 * stride_wv + ks.to(tl.int64)[None, :] * stride_we,
                             mask=col_ok[:, None] & k_ok[None, :], other=0.0)
                 dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
                 tl.atomic_add(dh_ptr + rows64 * E + ks[None, :], dh, mask=live[:, None] & k_ok[None, :],
                               sem="relaxed")
             if WANT_DW:
-                h = tl.load(h_ptr + rows64 * stride_hn + ks[None, :] * stride_he,
+                h = tl.load(h_ptr + rows64 * stride_hn + ks.to(tl.int64)[None, :] * stride_he,
                             mask=live[:, None] & k_ok[None, :], other=0.0)
                 dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
                 tl.atomic_add(dw_ptr + cols64 * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :],

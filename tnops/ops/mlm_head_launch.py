@@ -2,6 +2,12 @@
 
 ``FusedMLMHead.apply`` returns per-row values; the reduction (mean over kept rows, sum, none) is done by
 the caller with ordinary tensor ops, so nothing here synchronises with the host.
+
+Inputs of any layout are read correctly: the 2-D operands (hidden, weight, SR table) through their strides,
+stride 0 included; the 1-D ones (bias, labels, row ids, CSR table, per-row statistics) are made contiguous
+here (an O(N + V + nnz) copy, only when they are not).  The kernels write only into buffers allocated here,
+never into an input, so an expanded (stride-0) input gets a dense gradient that autograd reduces.
+Dtypes the kernels cannot compute are refused first (``config.check_inputs``).
 """
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import torch
 import triton
 
 from tnops.ops import mlm_head as kernels
-from tnops.ops.config import head_config
+from tnops.ops.config import check_inputs, head_config
 from tnops.reference import COSINE_EPS
 
 SEARCH_STEPS = 32  # binary-search steps over one CSR row: enough for any row of < 2^32 synonyms
@@ -22,6 +28,28 @@ def rows_first(live: torch.Tensor) -> torch.Tensor:
     blocks that exit at once, however they are scattered in the batch.  A stable sort: no host sync.
     """
     return torch.argsort((~live).to(torch.int8), stable=True)
+
+
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A 1-D tensor the kernels may index as ``ptr + i``: contiguous (a copy only when it is not)."""
+    return None if t is None else t.contiguous()
+
+
+def philox_seed(seed) -> int:
+    """The kernels' seed argument: ``int(seed) mod 2^64`` as a signed int64 with the same 64 bits.
+
+    Triton's Philox casts the seed to uint64 (sign-extending a 32-bit argument) and keys on its
+    ``(lo, hi)`` words, the key ``tnops.random`` uses; the signed view keeps every seed in the int64
+    kernel binary instead of a uint64 one, and accepts numpy integers.
+    """
+    seed = int(seed) % 2**64
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
+def _check_head(hidden, weight, bias, **more):
+    check_inputs(hidden=hidden, weight=weight, bias=bias, **more)
+    if hidden.dtype != weight.dtype:
+        raise TypeError(f"hidden and weight: the Triton kernels need one dtype, got {hidden.dtype} and {weight.dtype}")
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -45,6 +73,9 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), predictions (int64), corrected (bool),
         and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
     """
+    _check_head(hidden, weight, bias, sr_embedding=sr_embedding)
+    bias, labels, row_ids, offsets, syn_ids = map(_flat, (bias, labels, row_ids, offsets, syn_ids))
+    seed = philox_seed(seed)
     n, width = hidden.shape
     vocab = weight.shape[0]
     cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype)
@@ -94,6 +125,8 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
     Returns:
         ``(dh [N, E] | None, dW [V, E] | None, db [V] | None)``, float32.
     """
+    _check_head(hidden, weight, bias)
+    bias, labels, lse, coef = map(_flat, (bias, labels, lse, coef))
     n, width = hidden.shape
     vocab = weight.shape[0]
     cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype)
@@ -118,6 +151,8 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
 
 def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, *, ignore_index=-100, config=None):
     """SR gradient ``[V, E']`` (fp32) scatter-added into the rows of gold and predicted tokens."""
+    check_inputs(sr_embedding=sr_embedding)
+    labels, predictions, coef, dot, gold_sq, pred_sq = map(_flat, (labels, predictions, coef, dot, gold_sq, pred_sq))
     n = labels.shape[0]
     vocab, width = sr_embedding.shape
     cfg = config or head_config(n, vocab, width, sr_embedding.device, sr_embedding.dtype)

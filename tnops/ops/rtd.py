@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tnops.ops.config import check_inputs
+
 BLOCK = 1024
 
 
@@ -34,12 +36,19 @@ def _rtd_kernel(logits_ptr, corrupted_ptr, original_ptr, mask_ptr, corrected_ptr
 
 
 def rtd_forward(logits, corrupted, original, attention_mask=None, corrected=None):
-    """Per-position loss and gradient, both fp32 ``[N]``, for flattened ``[N]`` inputs on one CUDA device."""
+    """Per-position loss and gradient, both fp32 ``[N]``, for ``[N]`` inputs on one CUDA device.
+
+    Inputs of any strides (stride 0 included) are read as their values: each is flattened into a contiguous
+    tensor first (a copy only when it is not one).  Float dtypes the kernel cannot compute are refused.
+    """
+    check_inputs(logits=logits)
+    flat = lambda t: None if t is None else t.reshape(-1).contiguous()
+    logits, corrupted, original, attention_mask = map(flat, (logits, corrupted, original, attention_mask))
     n = logits.numel()
     loss = torch.empty(n, dtype=torch.float32, device=logits.device)
     grad = torch.empty_like(loss)
     mask = attention_mask if attention_mask is not None else logits
-    corr = corrected.view(torch.uint8) if corrected is not None else logits
+    corr = flat(corrected).view(torch.uint8) if corrected is not None else logits
     _rtd_kernel[(triton.cdiv(max(n, 1), BLOCK),)](
         logits, corrupted, original, mask, corr, loss, grad, n,
         HAS_MASK=attention_mask is not None, HAS_CORRECTED=corrected is not None, BLOCK=BLOCK)
