@@ -1,5 +1,6 @@
-"""The public losses: argument checks, then dispatch to a backend (``tnops.backends``).
+"""The public losses: argument checks, one ``MLMOptions``, then the ``tnops::`` custom ops (``tnops/_ops.py``).
 
+No backend is named here: ``tnops.backends.select`` picks one by device, ``TNOPS_BACKEND`` or ``backend=``.
 Shapes follow ``torch.nn.functional.cross_entropy`` with a leading-shape twist: ``hidden [*, E]`` with
 ``labels [*]`` (e.g. ``[B, L, E]`` with ``[B, L]``), outputs per row have the shape ``[*]``.
 """
@@ -7,16 +8,18 @@ from __future__ import annotations
 
 import torch
 
-from tnops import backends, reference, torch_chunked
+from tnops import _ops, backends, losses
 from tnops import random as tn_random
 from tnops import validation as check
+from tnops.options import MLMOptions
 from tnops.outputs import MLMLossOutput
 
 
 def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, bias: torch.Tensor | None = None,
                     synonyms=None, prediction: str = "argmax", temperature: float = 1.0, disallow_correct: bool = False,
                     seed: int | None = None, sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None,
-                    ignore_index: int = -100, reduction: str = "mean", row_ids: torch.Tensor | None = None) -> MLMLossOutput:
+                    ignore_index: int = -100, reduction: str = "mean", row_ids: torch.Tensor | None = None,
+                    backend: str | None = None) -> MLMLossOutput:
     """MLM loss through the LM head without materialising ``[N, V]`` logits, with true-negative objectives.
 
     ``logits = hidden @ weight.T + bias``; each masked row is predicted (argmax, or a Gumbel-max sample of
@@ -40,6 +43,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
         row_ids: int ``[*]`` in ``[0, 2^32)``, the Philox row key of each row (default: its flat index). Give
             global positions (e.g. ``sequence_index * L + position``) so data-parallel ranks or gradient-
             accumulation steps draw exactly the samples one big batch would.
+        backend: ``"reference"``, ``"torch"``, ``"triton"``, ... (``tnops.backends.available_backends()``);
+            None: ``TNOPS_BACKEND``, else the fastest one for the device.
     Returns:
         ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*])``, losses in float32.
     """
@@ -60,24 +65,22 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     if sr_embedding is not None:
         check.sr_table("sr_embedding", sr_embedding, vocab_size)
     check.same_device(hidden=hidden, weight=weight, labels=labels, bias=bias, sr_embedding=sr_embedding)
-    check.mlm_options(vocab_size=vocab_size, synonyms=synonyms, prediction=prediction, temperature=temperature,
-                      disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
-                      reduction=reduction)
+    options = _options(vocab_size, synonyms, prediction=prediction, temperature=temperature,
+                       disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
+                       reduction=reduction)
     check.label_range("labels", labels, vocab_size, ignore_index)
     check.row_ids(row_ids, labels)
     dtype = check.common_dtype(hidden, weight, bias)
     hidden, weight = hidden.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    return _dispatch(hidden, weight, bias, labels, synonyms=synonyms, prediction=prediction, temperature=temperature,
-                     disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight,
-                     sr_embedding=weight if sr_embedding is None else sr_embedding, ignore_index=ignore_index,
-                     reduction=reduction, row_ids=row_ids)
+    return _mlm(hidden, weight, bias, labels, synonyms, weight if sr_embedding is None else sr_embedding, options,
+                row_ids, backend)
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, prediction: str = "argmax",
              temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None, sr_weight: float = 0.0,
              sr_embedding: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
-             row_ids: torch.Tensor | None = None) -> MLMLossOutput:
+             row_ids: torch.Tensor | None = None, backend: str | None = None) -> MLMLossOutput:
     """``linear_mlm_loss`` for logits that already exist.
 
     Args:
@@ -93,9 +96,9 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])} (logits' leading shape), got {tuple(labels.shape)}")
     vocab_size = logits.shape[-1]
-    check.mlm_options(vocab_size=vocab_size, synonyms=synonyms, prediction=prediction, temperature=temperature,
-                      disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
-                      reduction=reduction)
+    options = _options(vocab_size, synonyms, prediction=prediction, temperature=temperature,
+                       disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
+                       reduction=reduction)
     if sr_weight and sr_embedding is None:
         raise ValueError("sr_embedding: sr_weight > 0 needs an embedding table [V, E] (mlm_loss has no LM-head weight)")
     if sr_embedding is not None:
@@ -103,83 +106,49 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     check.same_device(logits=logits, labels=labels, sr_embedding=sr_embedding)
     check.label_range("labels", labels, vocab_size, ignore_index)
     check.row_ids(row_ids, labels)
-    return _dispatch(logits, None, None, labels, synonyms=synonyms, prediction=prediction, temperature=temperature,
-                     disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, sr_embedding=sr_embedding,
-                     ignore_index=ignore_index, reduction=reduction, row_ids=row_ids)
+    return _mlm(logits, None, None, labels, synonyms, sr_embedding, options, row_ids, backend)
 
 
-def _dispatch(inputs, weight, bias, labels, *, synonyms, prediction, seed, sr_weight, sr_embedding, ignore_index,
-              reduction, row_ids, **options) -> MLMLossOutput:
-    if prediction == "sample" and seed is None:
-        # int(tensor) would break a compiled graph; the custom op takes the seed as a tensor instead
-        seed = torch.randint(0, 2**62, (), dtype=torch.int64) if torch.compiler.is_compiling() else tn_random.draw_seed()
-    elif seed is not None:
-        seed = check.seed_value(seed)  # a Python int in [0, 2^64) for every backend (numpy ints, negatives)
-    backend = backends.select_backend(inputs.device)
-    if backend == "reference":
-        common = dict(synonyms=synonyms, prediction=prediction, seed=seed, sr_weight=sr_weight, sr_embedding=sr_embedding,
-                      ignore_index=ignore_index, reduction=reduction, row_ids=row_ids, **options)
-        if weight is None:
-            return reference.mlm_loss(inputs, labels, **common)
-        return reference.linear_mlm_loss(inputs, weight, labels, bias=bias, **common)
+def _options(vocab_size: int, synonyms, **keywords) -> MLMOptions:
+    check.mlm_options(vocab_size=vocab_size, synonyms=synonyms, **keywords)
+    return MLMOptions(**keywords)
+
+
+def _mlm(inputs, weight, bias, labels, synonyms, sr_embedding, options: MLMOptions, row_ids, backend) -> MLMLossOutput:
+    """Select a backend, run ``tnops::mlm_head`` over the flattened rows, compute ``kept`` once and reduce."""
+    name = backends.select(inputs.device, inputs.dtype, backend)
     lead = labels.shape
     flat_inputs = inputs.reshape(-1, inputs.shape[-1])
-    flat_labels = labels.reshape(-1).long().contiguous()
-    table = None if synonyms is None else synonyms.to(inputs.device)
-    seed = 0 if seed is None else seed  # argmax ignores it
-    flat_row_ids = None if row_ids is None else row_ids.reshape(-1).long().contiguous()
-    sr = None
-    if torch.compiler.is_compiling():  # opaque custom ops keep the graph whole (tnops/custom_ops.py)
-        ce, predictions, corrected = _custom_op_rows(flat_inputs, weight, bias, flat_labels, table, flat_row_ids,
-                                                     seed=seed, prediction=prediction, ignore_index=ignore_index,
-                                                     reduction=reduction, backend=backend, **options)
-    elif backend == "triton" and weight is not None:  # SR is fused into the kernels too
-        ce, sr, predictions, corrected = _fused_head(flat_inputs, weight, bias, flat_labels, table, flat_row_ids,
-                                                     seed=seed, prediction=prediction,
-                                                     sr_embedding=sr_embedding if sr_weight else None,
-                                                     ignore_index=ignore_index, reduction=reduction, **options)
-    else:  # the chunked torch path; also serves mlm_loss, whose logits already exist
-        opts = torch_chunked.MLMOptions(synonyms=table, prediction=prediction, seed=seed, ignore_index=ignore_index,
-                                        reduction=reduction, **options)
-        ce, predictions, corrected = torch_chunked.linear_cross_entropy(flat_inputs, weight, bias, flat_labels, opts,
-                                                                         row_ids=flat_row_ids)
-    if sr is None and sr_weight:
-        sr = reference.sr_loss(sr_embedding, flat_labels, predictions, ignore_index=ignore_index, reduction=reduction)
-    predictions, corrected = predictions.reshape(lead), corrected.reshape(lead)
-    if reduction == "none":
-        ce = ce.reshape(lead)
-        sr = None if sr is None else sr.reshape(lead)
-    sr = torch.zeros_like(ce) if sr is None else sr
-    return MLMLossOutput(ce + sr_weight * sr, ce, sr, predictions, corrected)
+    flat_labels = labels.reshape(-1).long()
+    flat_row_ids = None if row_ids is None else row_ids.reshape(-1).long()
+    table = None if synonyms is None else synonyms.csr_view(inputs.device)
+    seed = _seed_tensor(options)
+    sr_table = sr_embedding if options.sr_weight else None
+    fuse = options.reduction != "none" and torch.is_grad_enabled()
+    want = tuple(fuse and t is not None and t.requires_grad for t in (flat_inputs, weight, bias))
+    ce_rows, _, predictions, corrected, sr_rows, *_ = _ops.mlm_head(
+        flat_inputs, weight, bias, flat_labels, flat_row_ids, *(table if table is not None else (None,) * 3),
+        sr_table, seed, *options.op_args(), name, *want)
+    masked = flat_labels != options.ignore_index
+    kept = masked & ~corrected  # the masked set comes from the labels alone, never from the predictions
+    ce = losses.reduce_rows(ce_rows, kept, options.reduction)
+    sr = losses.reduce_rows(sr_rows, masked, options.reduction) if sr_table is not None else torch.zeros_like(ce)
+    if options.reduction == "none":
+        ce, sr = ce.reshape(lead), sr.reshape(lead)
+    return MLMLossOutput(ce + options.sr_weight * sr, ce, sr, predictions.reshape(lead), corrected.reshape(lead))
 
 
-def _fused_head(hidden, weight, bias, labels, table, row_ids, *, sr_embedding, ignore_index, reduction, **options):
-    """The Triton path: per-row CE and SR from one fused pass, reduced here with plain tensor ops."""
-    from tnops.ops.mlm_head_launch import FusedMLMHead
-
-    offsets, syn_ids = (None, None) if table is None else (table.offsets, table.ids)
-    options = dict(options, ignore_index=ignore_index)
-    ce_rows, sr_rows, predictions, corrected = FusedMLMHead.apply(hidden, weight, bias, sr_embedding, labels, row_ids,
-                                                                  offsets, syn_ids, options, None)
-    masked = labels != ignore_index
-    ce = reference.reduce_rows(ce_rows, masked & ~corrected, reduction)
-    sr = None if sr_embedding is None else reference.reduce_rows(sr_rows, masked, reduction)
-    return ce, sr, predictions, corrected
-
-
-def _custom_op_rows(hidden, weight, bias, labels, table, row_ids, *, seed, prediction, temperature, disallow_correct,
-                    ignore_index, reduction, backend):
-    from tnops import custom_ops
-
-    offsets, syn_ids = (None, None) if table is None else (table.offsets, table.ids)
-    if not isinstance(seed, torch.Tensor):  # the op takes the 64-bit seed as its signed int64 bit pattern
-        seed = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
-    op_backend = "triton" if backend == "triton" and weight is not None else "torch"
-    ce_rows, _, predictions, corrected = custom_ops.mlm_rows(hidden, weight, bias, labels, row_ids, offsets, syn_ids,
-                                                             seed, prediction, float(temperature), disallow_correct,
-                                                             ignore_index, op_backend)
-    kept = (labels != ignore_index) & ~corrected
-    return reference.reduce_rows(ce_rows, kept, reduction), predictions, corrected
+def _seed_tensor(options: MLMOptions) -> torch.Tensor:
+    """The Philox seed as the int64 tensor the custom op takes (its 64 bits, signed)."""
+    if options.prediction != "sample":
+        return torch.zeros((), dtype=torch.int64)
+    if options.seed is None:
+        if torch.compiler.is_compiling():  # int(tensor) would break the graph: the seed stays a tensor
+            return torch.randint(0, 2**62, (), dtype=torch.int64)
+        seed = tn_random.draw_seed()
+    else:
+        seed = options.seed
+    return torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
 
 
 def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Tensor, *, ignore_index: int = -100,
@@ -205,12 +174,14 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     check.label_range("gold_ids", gold_ids, embedding.shape[0], ignore_index)
     # a prediction is a real id on every gold row: ignore_index there is an error, not a skip
     check.id_range("pred_ids", pred_ids, embedding.shape[0], where=gold_ids != ignore_index)
-    return reference.sr_loss(embedding, gold_ids, pred_ids, ignore_index=ignore_index, reduction=reduction)
+    valid = gold_ids != ignore_index
+    rows = _ops.sr_rows(embedding, gold_ids.reshape(-1).long(), pred_ids.reshape(-1).long(), valid.reshape(-1))
+    return losses.reduce_rows(rows.reshape(gold_ids.shape), valid, reduction)
 
 
 def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_ids: torch.Tensor,
              attention_mask: torch.Tensor | None = None, corrected: torch.Tensor | None = None, *,
-             reduction: str = "mean") -> torch.Tensor:
+             reduction: str = "mean", backend: str | None = None) -> torch.Tensor:
     """ELECTRA's replaced-token-detection BCE, with hard-corrected positions labelled *original*.
 
     Args:
@@ -220,6 +191,7 @@ def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_id
         attention_mask: ``[*]`` 1 for real tokens, 0 for padding; None means all positions count.
         corrected: bool ``[*]`` positions whose replacement is a synonym of the original; None for none.
         reduction: ``"mean"`` (over real tokens), ``"sum"`` or ``"none"``.
+        backend: as ``linear_mlm_loss``.
     Returns:
         float32 scalar (``[*]`` for ``"none"``).
     """
@@ -238,16 +210,13 @@ def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_id
     check.choice("reduction", reduction, check.REDUCTIONS)
     check.same_device(disc_logits=disc_logits, corrupted_ids=corrupted_ids, original_ids=original_ids,
                       attention_mask=attention_mask, corrected=corrected)
-    if backends.select_backend(disc_logits.device) != "triton":
-        return reference.rtd_loss(disc_logits, corrupted_ids, original_ids, attention_mask, corrected,
-                                  reduction=reduction)
-    from tnops.ops.rtd import FusedRTD
-
-    flat = lambda t: None if t is None else t.reshape(-1).contiguous()
-    per_pos = FusedRTD.apply(flat(disc_logits), flat(corrupted_ids), flat(original_ids), flat(attention_mask),
-                             flat(corrected))
-    valid = torch.ones_like(per_pos, dtype=torch.bool) if attention_mask is None else flat(attention_mask) != 0
-    return reference.reduce_rows(per_pos.reshape(shape), valid.reshape(shape), reduction)
+    name = backends.select(disc_logits.device, disc_logits.dtype, backend)
+    flat = lambda t: None if t is None else t.reshape(-1)  # noqa: E731
+    per_pos, _ = _ops.rtd_rows(flat(disc_logits), flat(corrupted_ids), flat(original_ids), flat(attention_mask),
+                               flat(corrected), name)
+    valid = torch.ones(shape, dtype=torch.bool, device=disc_logits.device) if attention_mask is None \
+        else attention_mask != 0
+    return losses.reduce_rows(per_pos.reshape(shape), valid, reduction)
 
 
 def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tensor,
@@ -271,4 +240,4 @@ def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tens
         if tuple(attention_mask.shape) != tuple(hidden_corrupted.shape[:-1]):
             raise ValueError(f"attention_mask: expected shape {tuple(hidden_corrupted.shape[:-1])}, got {tuple(attention_mask.shape)}")
     check.same_device(hidden_corrupted=hidden_corrupted, hidden_original=hidden_original, attention_mask=attention_mask)
-    return reference.sentence_sr_loss(hidden_corrupted, hidden_original, attention_mask)
+    return losses.sentence_sr_loss(hidden_corrupted, hidden_original, attention_mask)

@@ -22,3 +22,28 @@ class MLMLossOutput(NamedTuple):
     sr_loss: torch.Tensor
     predictions: torch.Tensor
     corrected: torch.Tensor
+
+
+class MLMRows(NamedTuple):
+    """What a backend's ``mlm_forward`` returns: per-row results over the N flattened rows.
+
+    Float results are float32, or float64 where the inputs (for ``sr``: the SR table) are float64.
+
+    Attributes:
+        ce: ``[N]`` cross-entropy ``lse - z_gold`` on kept rows (masked, not corrected), 0 elsewhere.
+        lse: ``[N]`` log-sum-exp of the row's logits (0 where the backend skipped the row).
+        predictions: int64 ``[N]``, ``ignore_index`` on unmasked rows.
+        corrected: bool ``[N]`` rows dropped by hard correction.
+        sr: ``[N]`` SR ``1 - cos`` on masked rows (0 elsewhere), or None when SR was not asked for.
+        sr_aux: float32 ``[K, N]`` whatever the backend's SR backward needs, or None.
+        grads: ``(d_inputs, d_weight, d_bias)`` of ``Σ_kept ce`` (None entries where not wanted) when the
+            backend fuses the gradient into the forward pass (``FUSES_GRADIENTS``), else None.
+    """
+
+    ce: torch.Tensor
+    lse: torch.Tensor
+    predictions: torch.Tensor
+    corrected: torch.Tensor
+    sr: torch.Tensor | None = None
+    sr_aux: torch.Tensor | None = None
+    grads: tuple | None = None

@@ -1,4 +1,4 @@
-"""Memory-bounded pure-PyTorch MLM loss: the ``torch`` backend.
+"""The ``torch`` backend: the memory-bounded MLM head in plain PyTorch, for any device.
 
 Rows are processed in chunks of ``backends.chunk_rows(V)``, so at most one ``[chunk, V]`` block of
 logits exists at a time.  For each chunk we form the logits in float32 (inputs up-cast, like a fused
@@ -10,38 +10,36 @@ recomputes the chunk logits in backward, because per-row output gradients cannot
 already-summed weight gradient.
 
 Only masked rows are visited on CPU (their indices are gathered once); on other devices every row is
-visited and unmasked rows are zeroed, which avoids a host synchronisation.
+visited and unmasked rows are selected out, which avoids a host synchronisation.  SR uses the shared
+``tnops.losses`` maths.  Every dtype is served (float64 in float64, the rest in float32).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from tnops import backends
+from tnops import backends, losses
 from tnops import random as tn_random
+from tnops.options import MLMOptions
+from tnops.outputs import MLMRows
+from tnops.synonyms.csr import CSRView
+
+NAME = "torch"
+FUSES_GRADIENTS = True
 
 
-@dataclass(frozen=True)
-class MLMOptions:
-    synonyms: object = None
-    prediction: str = "argmax"
-    temperature: float = 1.0
-    disallow_correct: bool = False
-    seed: int = 0
-    ignore_index: int = -100
-    reduction: str = "mean"
+def unavailable() -> str | None:
+    return None
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
+    return None
 
 
 class Head:
     """Produces float logits for a set of rows: the LM head ``h Wᵀ + b``, or rows of given logits."""
 
     def __init__(self, inputs, weight, bias):
-        self.cdt = _compute_dtype(inputs.dtype)
+        self.cdt = losses.compute_dtype(inputs.dtype)
         self.inputs = inputs
         self.weight = None if weight is None else weight.to(self.cdt)
         self.bias = None if bias is None else bias.to(self.cdt)
@@ -68,7 +66,8 @@ def _predict(z, gold, row_keys, opts: MLMOptions, vocab_size: int):
     return scores.argmax(dim=1)
 
 
-def forward_chunks(head: Head, labels, row_ids, opts: MLMOptions, want_grads: tuple[bool, bool, bool]):
+def forward_chunks(head: Head, labels, row_ids, table: CSRView | None, opts: MLMOptions,
+                   want_grads: tuple[bool, bool, bool]):
     n = labels.shape[0]
     vocab_size = head.weight.shape[0] if head.weight is not None else head.inputs.shape[1]
     device = labels.device
@@ -91,10 +90,10 @@ def forward_chunks(head: Head, labels, row_ids, opts: MLMOptions, want_grads: tu
         gold = torch.where(is_masked, y, 0).long()
         lse = torch.logsumexp(z, dim=1)
         pred = _predict(z, gold, rows if row_ids is None else row_ids[rows], opts, vocab_size)
-        if opts.synonyms is None:
+        if table is None:
             fixed = torch.zeros_like(is_masked)
         else:
-            fixed = is_masked & (pred != gold) & opts.synonyms.is_synonym(gold, pred)
+            fixed = is_masked & (pred != gold) & table.is_synonym(gold, pred)
         kept = is_masked & ~fixed
         row_loss[rows] = torch.where(kept, lse - z.gather(1, gold[:, None]).squeeze(1), 0)
         lse_all[rows] = lse
@@ -129,8 +128,8 @@ def _accumulate(dz, x, rows, head: Head, grad_input, grad_weight, grad_bias):
 def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
     """Gradients of ``Σ_rows grad_loss[row] · CE[row]`` over kept rows, recomputing each chunk's logits.
 
-    Serves ``reduction="none"`` and the custom op's backward.  Returns ``[d_inputs, d_weight, d_bias]`` (None
-    where not wanted), cast to ``out_dtypes``.
+    Serves ``reduction="none"`` (the backward of the custom op).  Returns ``[d_inputs, d_weight, d_bias]``
+    (None where not wanted), cast to ``out_dtypes``.
     """
     vocab_size = head.inputs.shape[1] if head.weight is None else head.weight.shape[0]
     device = head.inputs.device
@@ -150,57 +149,39 @@ def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
     return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), out_dtypes)]
 
 
-class ChunkedMLMFunction(torch.autograd.Function):
-    """Cross-entropy part of the MLM loss, chunked.  Returns ``(loss, predictions, corrected)``."""
+def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
+                want_grads: tuple[bool, bool, bool]) -> MLMRows:
+    """The backend contract's forward (``tnops.backends``): chunked head, then SR on the predictions."""
+    head = Head(inputs, weight, bias)
+    # The chunk maths is fp32 (fp64) by design; autocast would silently drop the matmuls to half precision.
+    with torch.autocast(inputs.device.type, enabled=False):
+        ce, lse, predictions, corrected, grads = forward_chunks(head, labels, row_ids, table, options, want_grads)
+    sr = None
+    if sr_embedding is not None:
+        sr = losses.sr_rows(sr_embedding, labels, predictions, labels != options.ignore_index)
+    out_dtypes = (inputs.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    fused = None
+    if any(want_grads):
+        fused = tuple(None if g is None else g.to(dt) for g, dt in zip(grads, out_dtypes))
+    return MLMRows(ce, lse, predictions, corrected, sr, None, fused)
 
-    @staticmethod
-    def forward(ctx, inputs, weight, bias, labels, row_ids, opts: MLMOptions):
-        head = Head(inputs, weight, bias)
-        scalar = opts.reduction != "none"
-        want = ctx.needs_input_grad[:3] if scalar else (False, False, False)
-        # The chunk maths is fp32 by design; autocast would silently drop the matmuls to half precision.
+
+def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
+                 options: MLMOptions, want: tuple[bool, bool, bool, bool]):
+    """Gradients of ``Σ ce_coef · ce + Σ sr_coef · sr`` (rows with coefficient 0 cost no work)."""
+    out_dtypes = (inputs.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    grads = [None, None, None]
+    if any(want[:3]):
         with torch.autocast(inputs.device.type, enabled=False):
-            row_loss, lse, predictions, corrected, grads = forward_chunks(head, labels, row_ids, opts, want)
-        kept = (labels != opts.ignore_index) & ~corrected  # the masked set comes from the labels alone
-        if opts.reduction == "none":
-            loss = row_loss
-            scale = None
-        else:
-            loss = row_loss.sum()
-            scale = kept.sum().clamp_min(1).to(loss.dtype).reciprocal() if opts.reduction == "mean" else None
-            loss = loss * scale if scale is not None else loss
-        ctx.opts, ctx.scalar = opts, scalar
-        ctx.input_dtypes = (inputs.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-        if scalar:
-            ctx.save_for_backward(*grads, scale)
-        else:
-            ctx.save_for_backward(inputs, weight, bias, labels, lse, predictions, kept)
-        ctx.mark_non_differentiable(predictions, corrected)
-        return loss, predictions, corrected
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_pred, _grad_corrected):
-        if ctx.scalar:
-            grad_input, grad_weight, grad_bias, scale = ctx.saved_tensors
-            factor = grad_loss if scale is None else grad_loss * scale
-            grads = [None if g is None else (g * factor.to(g.dtype)).to(dt)
-                     for g, dt in zip((grad_input, grad_weight, grad_bias), ctx.input_dtypes)]
-            return (*grads, None, None, None)
-        inputs, weight, bias, labels, lse, _predictions, kept = ctx.saved_tensors
-        with torch.autocast(inputs.device.type, enabled=False):
-            grads = recompute_grads(Head(inputs, weight, bias), labels, lse, kept, grad_loss,
-                                    ctx.needs_input_grad[:3], ctx.input_dtypes)
-        return (*grads, None, None, None)
+            grads = recompute_grads(Head(inputs, weight, bias), labels, lse, ce_coef != 0, ce_coef, want[:3],
+                                    out_dtypes)
+    d_sr = None
+    if want[3] and sr_embedding is not None:
+        d_sr = sr_backward(sr_embedding, labels, predictions, sr_coef, options)
+    return (*grads, d_sr)
 
 
-def linear_cross_entropy(inputs, weight, bias, labels, opts: MLMOptions, row_ids=None):
-    """Chunked CE with predictions and hard correction.
-
-    Args:
-        inputs: ``[N, E]`` hidden states (or ``[N, V]`` logits when ``weight`` is None).
-        weight: ``[V, E]`` or None; bias: ``[V]`` or None; labels: int64 ``[N]``.
-        row_ids: int64 ``[N]`` Philox row keys of the samples, or None for ``arange(N)``.
-    Returns:
-        ``(loss, predictions int64 [N], corrected bool [N])``; loss float32, scalar or ``[N]``.
-    """
-    return ChunkedMLMFunction.apply(inputs, weight, bias, labels, row_ids, opts)
+def sr_backward(sr_embedding, labels, predictions, sr_coef, options: MLMOptions):
+    """The SR gradient ``[V, E']`` with the shared maths; backends without an SR kernel use it too."""
+    live = labels != options.ignore_index
+    return losses.sr_rows_backward(sr_embedding, labels, predictions, live, sr_coef).to(sr_embedding.dtype)

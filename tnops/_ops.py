@@ -1,0 +1,194 @@
+"""The ``tnops::`` custom ops: the one way every backend is reached, in eager mode and under torch.compile.
+
+``tnops::mlm_head`` runs a backend's ``mlm_forward`` and returns its per-row results (plus the fused
+gradients where the backend computes them in the forward pass); ``tnops::mlm_head_backward`` runs its
+``mlm_backward``; ``tnops::rtd_rows`` the replaced-token-detection BCE and its derivative.  Each op has a fake
+kernel (shapes only) and ``register_autograd``, so ``torch.compile(fullgraph=True)`` traces the public losses
+and eager calls run the very same code.  Options travel as schema arguments (``MLMOptions.op_args``); the
+synonym table as its CSR tensors; the seed as an int64 tensor, so a seed drawn inside a graph stays there.
+
+Fused gradients: when a backend ``FUSES_GRADIENTS`` and ``want_*`` flags are set, ``mlm_head`` returns
+``d(Σ ce)/d(inputs, weight, bias)``; the caller must then reduce ``ce`` by a plain sum (times any scalar), so
+the upstream gradient is the same for every row and backward only scales the stored gradients.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tnops import backends, losses
+from tnops.options import MLMOptions
+from tnops.synonyms.csr import CSRView
+
+_EMPTY_SHAPE = (0,)
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(_EMPTY_SHAPE)
+
+
+def _is_empty(t: Tensor) -> bool:
+    """True for the placeholder of an absent result (inputs are 2-D and a bias has V >= 1 entries, so a real
+    result is never 1-D and empty)."""
+    return tuple(t.shape) == _EMPTY_SHAPE
+
+
+def fuses(backend: str, want: tuple[bool, bool, bool]) -> bool:
+    return any(want) and backends.get(backend).FUSES_GRADIENTS
+
+
+@torch.library.custom_op("tnops::mlm_head", mutates_args=())
+def mlm_head(inputs: Tensor, weight: Tensor | None, bias: Tensor | None, labels: Tensor, row_ids: Tensor | None,
+             syn_offsets: Tensor | None, syn_ids: Tensor | None, syn_keys: Tensor | None,
+             sr_embedding: Tensor | None, seed: Tensor, prediction: str, temperature: float, disallow_correct: bool,
+             ignore_index: int, backend: str, want_inputs: bool, want_weight: bool,
+             want_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(ce [N], lse [N], predictions [N], corrected [N], sr [N] | empty, sr_aux [K, N] | empty,
+    d_inputs | empty, d_weight | empty, d_bias | empty)`` of a backend over the rows of ``inputs [N, E]``."""
+    table = None if syn_offsets is None else CSRView(syn_offsets, syn_ids, syn_keys)
+    options = MLMOptions.from_op_args(prediction, temperature, disallow_correct, ignore_index, int(seed))
+    want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None)
+    rows = backends.get(backend).mlm_forward(inputs, weight, bias, labels, row_ids, table, sr_embedding, options,
+                                             want if fuses(backend, want) else (False, False, False))
+    grads = rows.grads or (None, None, None)
+    return (rows.ce, rows.lse, rows.predictions, rows.corrected,
+            _empty(rows.ce) if rows.sr is None else rows.sr, _empty(rows.ce) if rows.sr_aux is None else rows.sr_aux,
+            *(_empty(inputs) if g is None else g for g in grads))
+
+
+@mlm_head.register_fake
+def _(inputs, weight, bias, labels, row_ids, syn_offsets, syn_ids, syn_keys, sr_embedding, seed, prediction,
+      temperature, disallow_correct, ignore_index, backend, want_inputs, want_weight, want_bias):
+    n = labels.shape[0]
+    rows = inputs.new_empty((n,), dtype=losses.compute_dtype(inputs.dtype))
+    sr = _empty(rows) if sr_embedding is None else inputs.new_empty((n,), dtype=losses.compute_dtype(sr_embedding.dtype))
+    want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None)
+    fused = fuses(backend, want)
+    aux_rows = backends.get(backend).sr_aux_rows if sr_embedding is not None and hasattr(
+        backends.get(backend), "sr_aux_rows") else 0
+    grads = [torch.empty_like(t) if fused and w else _empty(inputs) for t, w in zip((inputs, weight, bias), want)]
+    return (rows, rows.clone(), labels.new_empty((n,), dtype=torch.int64), labels.new_empty((n,), dtype=torch.bool),
+            sr, rows.new_empty((aux_rows, n)) if aux_rows else _empty(rows), *grads)
+
+
+@torch.library.custom_op("tnops::mlm_head_backward", mutates_args=())
+def mlm_head_backward(inputs: Tensor, weight: Tensor | None, bias: Tensor | None, labels: Tensor, lse: Tensor,
+                      ce_coef: Tensor, sr_embedding: Tensor | None, predictions: Tensor, sr_coef: Tensor,
+                      sr_aux: Tensor, ignore_index: int, backend: str, want_inputs: bool, want_weight: bool,
+                      want_bias: bool, want_sr: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of ``Σ ce_coef · ce + Σ sr_coef · sr``: ``(d_inputs, d_weight, d_bias, d_sr_embedding)``, each
+    empty where not wanted."""
+    options = MLMOptions(ignore_index=ignore_index)
+    want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None,
+            want_sr and sr_embedding is not None)
+    grads = backends.get(backend).mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions,
+                                               sr_coef, None if _is_empty(sr_aux) else sr_aux, options, want)
+    return tuple(_empty(inputs) if g is None or not w else g for g, w in zip(grads, want))
+
+
+@mlm_head_backward.register_fake
+def _(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux, ignore_index, backend,
+      want_inputs, want_weight, want_bias, want_sr):
+    want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None,
+            want_sr and sr_embedding is not None)
+    return tuple(torch.empty_like(t) if w else _empty(inputs)
+                 for t, w in zip((inputs, weight, bias, sr_embedding), want))
+
+
+def _head_setup(ctx, inputs, output):
+    (x, weight, bias, labels, _, _, _, _, sr_embedding, _, _, _, _, ignore_index, backend, w_in, w_w, w_b) = inputs
+    ce, lse, predictions, corrected, _, sr_aux, d_in, d_w, d_b = output
+    ctx.ignore_index, ctx.backend = ignore_index, backend
+    ctx.fused = fuses(backend, (w_in, w_w and weight is not None, w_b and bias is not None))
+    ctx.has = (weight is not None, bias is not None, sr_embedding is not None)
+    ctx.n_rows = labels.shape[0]
+    saved = (d_in, d_w, d_b) if ctx.fused else (x, weight, bias)
+    ctx.save_for_backward(*saved, labels, lse, corrected, predictions, sr_embedding, sr_aux)
+
+
+def _head_backward(ctx, g_ce, _g_lse, _g_pred, _g_corrected, g_sr, _g_aux, _g_din, _g_dw, _g_db):
+    first, second, third, labels, lse, corrected, predictions, sr_embedding, sr_aux = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    masked = labels != ctx.ignore_index
+    kept = masked & ~corrected
+    grads = [None] * 18
+    if ctx.fused:
+        # the caller summed ce: every row's upstream gradient is the same scalar (see the module docstring)
+        scale = g_ce.sum() / max(ctx.n_rows, 1)
+        for i, g in enumerate((first, second, third)):
+            if need[i]:
+                if _is_empty(g):
+                    raise RuntimeError("tnops::mlm_head: a gradient is needed that the forward pass did not fuse")
+                grads[i] = g * scale.to(g.dtype)
+    want_ce = not ctx.fused and any(need[:3])
+    want_sr = ctx.has[2] and need[8]
+    if want_ce or want_sr:
+        inputs, weight, bias = (first, second, third) if not ctx.fused else (None, None, None)
+        zero = torch.zeros_like(lse)  # coefficients in the compute dtype (float64 for float64 inputs)
+        ce_coef = torch.where(kept, g_ce.to(lse.dtype), zero) if want_ce else zero
+        sr_coef = torch.where(masked, g_sr.to(lse.dtype), zero) if want_sr else zero
+        if inputs is None:  # fused CE: only the SR gradient is left; any tensor serves as the placeholder input
+            inputs, weight, bias = sr_embedding, None, None
+        d_in, d_w, d_b, d_sr = mlm_head_backward(
+            inputs, weight if ctx.has[0] else None, bias if ctx.has[1] else None, labels, lse, ce_coef,
+            sr_embedding, predictions, sr_coef, sr_aux, ctx.ignore_index, ctx.backend,
+            want_ce and need[0], want_ce and need[1], want_ce and need[2], want_sr)
+        if want_ce:
+            grads[0], grads[1], grads[2] = (d if need[i] else None for i, d in enumerate((d_in, d_w, d_b)))
+        if want_sr:
+            grads[8] = d_sr
+    return tuple(grads)
+
+
+mlm_head.register_autograd(_head_backward, setup_context=_head_setup)
+
+
+@torch.library.custom_op("tnops::rtd_rows", mutates_args=())
+def rtd_rows(logits: Tensor, corrupted: Tensor, original: Tensor, attention_mask: Tensor | None,
+             corrected: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+    """Per-position RTD BCE and its derivative, ``[N]`` each (0 at padding)."""
+    module = backends.get(backend)
+    rows = getattr(module, "rtd_rows", losses.rtd_rows)
+    return rows(logits, corrupted, original, attention_mask, corrected)
+
+
+@rtd_rows.register_fake
+def _(logits, corrupted, original, attention_mask, corrected, backend):
+    out = logits.new_empty(logits.shape, dtype=losses.compute_dtype(logits.dtype))
+    return out, torch.empty_like(out)
+
+
+def _rtd_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.logits_dtype = inputs[0].dtype
+
+
+def _rtd_backward(ctx, g_loss, _g_grad):
+    (grad,) = ctx.saved_tensors
+    return (g_loss * grad).to(ctx.logits_dtype), None, None, None, None, None
+
+
+rtd_rows.register_autograd(_rtd_backward, setup_context=_rtd_setup)
+
+
+@torch.library.custom_op("tnops::sr_rows", mutates_args=())
+def sr_rows(embedding: Tensor, gold: Tensor, pred: Tensor, live: Tensor) -> Tensor:
+    """Per-row SR ``1 - cos(e_gold, e_pred)`` (0 where not ``live``), the maths of ``tnops.losses``."""
+    return losses.sr_rows(embedding, gold, pred, live)
+
+
+@sr_rows.register_fake
+def _(embedding, gold, pred, live):
+    return embedding.new_empty(gold.shape, dtype=losses.compute_dtype(embedding.dtype))
+
+
+def _sr_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _sr_backward(ctx, g_rows):
+    embedding, gold, pred, live = ctx.saved_tensors
+    return losses.sr_rows_backward(embedding, gold, pred, live, g_rows).to(embedding.dtype), None, None, None
+
+
+sr_rows.register_autograd(_sr_backward, setup_context=_sr_setup)

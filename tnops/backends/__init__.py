@@ -1,0 +1,123 @@
+"""The backend registry: which implementation serves which call, and every setting read from the environment.
+
+A backend is one module behind one row-level contract (see ``tnops/backends/README`` in the package README,
+"How a backend plugs in"):
+
+* ``NAME``, ``FUSES_GRADIENTS`` (bool: ``mlm_forward`` can return the gradients of ``Σ_kept ce``);
+* ``unavailable() -> str | None``: why the backend cannot run in this installation (None: it can);
+* ``refuses(device, dtype) -> str | None``: why it cannot compute tensors of this device and dtype;
+* ``mlm_forward(inputs, weight, bias, labels, row_ids, table, sr_embedding, options, want_grads) -> MLMRows``;
+* ``mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
+  options, want) -> (d_inputs, d_weight, d_bias, d_sr_embedding)``;
+* optionally ``rtd_rows(logits, corrupted, original, attention_mask, corrected) -> (loss, grad)``.
+
+Adding one is one module and one line in ``_MODULES``.  ``functional`` never names a backend: it asks
+``select`` and calls the ``tnops::`` custom ops (``tnops/_ops.py``), which call the module.
+
+Environment:
+``TNOPS_BACKEND``     force a backend by name (default: by device: CUDA → triton; CPU → native if built, else torch)
+``TNOPS_CHUNK_ROWS``  rows per chunk of the chunked CPU/torch paths (default: ~4 Mi logits per chunk)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import torch
+
+_MODULES = {
+    "reference": "tnops.backends.reference",
+    "torch": "tnops.backends.torch_chunked",
+    "triton": "tnops.backends.triton",
+}
+# Preferred order per device type when no backend is requested.
+_DEFAULTS = {"cuda": ("triton", "torch"), "cpu": ("native", "torch")}
+CHUNK_ELEMENTS = 1 << 22
+_loaded: dict[str, ModuleType | str] = {}
+
+
+def names() -> tuple[str, ...]:
+    """Every registered backend name, available here or not."""
+    return tuple(_MODULES)
+
+
+def _load(name: str) -> ModuleType | str:
+    """The backend's module, or the reason it cannot be used (its import error or its own ``unavailable()``)."""
+    if name not in _loaded:
+        try:
+            module = importlib.import_module(_MODULES[name])
+            reason = module.unavailable()
+        except ImportError as error:  # e.g. triton not installed, the native build failed
+            module, reason = None, f"{type(error).__name__}: {error}"
+        _loaded[name] = module if reason is None else reason
+    return _loaded[name]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run in this installation, or None when it can."""
+    if name not in _MODULES:
+        raise ValueError(f"backend: expected one of {', '.join(_MODULES)}, got {name!r}")
+    loaded = _load(name)
+    return loaded if isinstance(loaded, str) else None
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run in this installation."""
+    return [name for name in _MODULES if unavailable_reason(name) is None]
+
+
+def get(name: str) -> ModuleType:
+    """The module of an available backend (ValueError with the reason otherwise)."""
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise ValueError(f"backend {name!r} is not available in this installation: {reason}")
+    return _loaded[name]
+
+
+def requested_backend() -> str | None:
+    """The backend named by ``TNOPS_BACKEND``, or None.  Raises ValueError for an unknown name."""
+    name = os.environ.get("TNOPS_BACKEND", "").strip().lower()
+    if not name:
+        return None
+    if name not in _MODULES:
+        raise ValueError(f"TNOPS_BACKEND={name!r}: expected one of {', '.join(_MODULES)}")
+    return name
+
+
+@torch.compiler.assume_constant_result  # host-side choice: dynamo runs it once per graph instead of tracing imports
+def select(device: torch.device, dtype: torch.dtype, backend: str | None = None) -> str:
+    """The backend for tensors of ``device`` and ``dtype``: ``backend`` if given, else ``TNOPS_BACKEND``, else the
+    first available default of the device type.  A named backend that cannot serve raises ValueError saying why.
+    """
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend: expected a str or None, got {type(backend).__name__}")
+    name = backend.strip().lower() if backend is not None else requested_backend()
+    if name is None:
+        for candidate in _DEFAULTS.get(device.type, ("torch",)):
+            if candidate in _MODULES and unavailable_reason(candidate) is None \
+                    and get(candidate).refuses(device, dtype) is None:
+                return candidate
+        name = "torch"
+    source = "backend" if backend is not None else "TNOPS_BACKEND"
+    if name not in _MODULES:
+        raise ValueError(f"{source}: expected one of {', '.join(_MODULES)}, got {name!r}")
+    reason = unavailable_reason(name) or get(name).refuses(device, dtype)
+    if reason is not None:
+        raise ValueError(f"{source}={name!r} cannot serve {dtype} tensors on {device}: {reason}")
+    return name
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def chunk_rows(vocab_size: int) -> int:
+    """Rows per chunk so one chunk of logits holds about ``CHUNK_ELEMENTS`` values (``TNOPS_CHUNK_ROWS`` overrides)."""
+    env = os.environ.get("TNOPS_CHUNK_ROWS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"TNOPS_CHUNK_ROWS={env!r}: expected a positive integer")
+        return int(env)
+    return max(1, CHUNK_ELEMENTS // max(vocab_size, 1))

@@ -1,0 +1,85 @@
+"""The ``triton`` backend: the fused Triton kernels of ``tnops/ops`` behind the row-level contract.
+
+CUDA tensors in float32, bfloat16 and float16 (and, for tests, CPU float32 under ``TRITON_INTERPRET=1``).
+The forward kernels compute per-row CE, log-sum-exp, the prediction, hard correction and SR in one pass
+over vocabulary tiles; the backward recomputes the logits tile by tile (no ``[N, V]`` tensor anywhere).
+``mlm_loss`` (logits already made, no head to fuse) is served by the torch backend's chunked pass.
+"""
+from __future__ import annotations
+
+import torch
+
+from tnops import losses
+from tnops.backends import interpreting
+from tnops.backends import torch_chunked as fallback
+from tnops.options import MLMOptions
+from tnops.outputs import MLMRows
+from tnops.synonyms.csr import CSRView
+
+NAME = "triton"
+FUSES_GRADIENTS = False
+sr_aux_rows = 3  # the SR backward reuses the forward's (a·b, |a|², |b|²) per row
+
+
+def unavailable() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:
+        return f"triton is not installed ({error})"
+    return None
+
+
+def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
+    if device.type == "cuda":
+        return None if dtype in (torch.float32, torch.bfloat16, torch.float16) else \
+            f"the Triton kernels compute float32, bfloat16 and float16, not {dtype} (use backend='torch')"
+    if not interpreting():
+        return "the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for tests on CPU)"
+    return None if dtype == torch.float32 else \
+        f"the Triton interpreter computes float32 only, not {dtype} (its bf16 tl.dot is broken, triton-lang/triton#11584)"
+
+
+def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
+                want_grads) -> MLMRows:
+    if weight is None:
+        rows = fallback.mlm_forward(inputs, None, None, labels, row_ids, table, sr_embedding, options,
+                                    (False, False, False))
+        if sr_embedding is None:
+            return rows
+        live = labels != options.ignore_index
+        return rows._replace(sr_aux=losses.sr_dot_and_norms(sr_embedding, labels, rows.predictions, live).float())
+    from tnops.ops.mlm_head_launch import mlm_head_forward
+
+    out = mlm_head_forward(inputs, weight, bias, labels, offsets=None if table is None else table.offsets,
+                           syn_ids=None if table is None else table.ids, sr_embedding=sr_embedding,
+                           prediction=options.prediction, temperature=options.temperature,
+                           disallow_correct=options.disallow_correct, seed=options.seed or 0,
+                           ignore_index=options.ignore_index, row_ids=row_ids)
+    sr = sr_aux = None
+    if sr_embedding is not None:
+        sr, sr_aux = out["sr"], torch.stack([out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"]])
+    return MLMRows(out["loss"], out["lse"], out["predictions"], out["corrected"], sr, sr_aux)
+
+
+def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
+                 options: MLMOptions, want):
+    if weight is None and any(want[:3]):
+        return fallback.mlm_backward(inputs, None, None, labels, lse, ce_coef, sr_embedding, predictions, sr_coef,
+                                     sr_aux, options, want)
+    from tnops.ops.mlm_head_launch import mlm_head_backward, sr_backward
+
+    grads = [None, None, None]
+    if any(want[:3]):
+        grads = mlm_head_backward(inputs, weight, bias, labels, lse, ce_coef, want=want[:3])
+        grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, (inputs, weight, bias))]
+    d_sr = None
+    if want[3]:
+        d_sr = sr_backward(sr_embedding, labels, predictions, sr_coef, sr_aux[0], sr_aux[1], sr_aux[2],
+                           ignore_index=options.ignore_index).to(sr_embedding.dtype)
+    return (*grads, d_sr)
+
+
+def rtd_rows(logits, corrupted, original, attention_mask, corrected):
+    from tnops.ops.rtd import rtd_forward
+
+    return rtd_forward(logits, corrupted, original, attention_mask, corrected)
