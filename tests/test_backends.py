@@ -5,11 +5,10 @@ path) lives in the backend's own test file; everything a user can observe is che
 """
 import pytest
 import torch
+from backend_check import check_backend, make_inputs, rel_err, table_hitting_predictions
 
 import tnops
 from tnops import backends, reference
-
-from backend_check import check_backend, make_inputs, rel_err, table_hitting_predictions
 
 BACKENDS = backends.available_backends()
 # Half precision: the torch backend everywhere; Triton only on a GPU (the interpreter computes float32 only).

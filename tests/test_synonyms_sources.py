@@ -6,8 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tnops.synonyms import (SynonymTable, analyze_vocabulary, detect_family, load_stopwords, load_vocab,
-                            read_word_vectors, token_word, vocabulary_hash)
+from tnops.synonyms import (
+    SynonymTable,
+    analyze_vocabulary,
+    detect_family,
+    load_stopwords,
+    load_vocab,
+    read_word_vectors,
+    token_word,
+    vocabulary_hash,
+)
 from tnops.synonyms import wordnet as wordnet_module
 from tnops.synonyms.tokens import token_text
 from tnops.synonyms.vocab import packaged_vocab_path
@@ -272,7 +280,8 @@ def test_mythes_english():
     assert {"chief", "primary", "principal"} <= set(main)
     assert "important" not in main and "dependent" not in main  # (similar term), (antonym) dropped
     assert table.build_record["options"]["encoding"] == "UTF-8"
-    similar = SynonymTable.from_mythes(MYTHES / "th_en_US_v2.dat", "bert-base-uncased", keep_annotations=["similar term"])
+    similar = SynonymTable.from_mythes(MYTHES / "th_en_US_v2.dat", "bert-base-uncased",
+                                       keep_annotations=["similar term"])
     assert "important" in similar.synonyms_of_word("main")
 
 

@@ -77,7 +77,8 @@ def test_mlm_loss_errors(overrides, error, message):
 
 
 @pytest.mark.parametrize("args,error,message", [
-    ((torch.randn(2, 3), torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long)), TypeError, "corrupted_ids: expected an integer"),
+    ((torch.randn(2, 3), torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long)), TypeError, "corrupted_ids: "
+                                                                                             "expected an integer"),
     ((torch.randn(2, 3), torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long)), ValueError,
      r"corrupted_ids: expected the shape of disc_logits \(2, 3\)"),
     ((torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), torch.ones(3)),
@@ -94,7 +95,8 @@ def test_rtd_loss_errors(args, error, message):
 
 @pytest.mark.parametrize("args,error,message", [
     ((torch.randn(5), torch.tensor([1]), torch.tensor([2])), ValueError, "embedding: expected 2 dimensions"),
-    ((torch.randn(5, 2), torch.tensor([1]), torch.tensor([2, 3])), ValueError, "pred_ids: expected the shape of gold_ids"),
+    ((torch.randn(5, 2), torch.tensor([1]), torch.tensor([2, 3])), ValueError, "pred_ids: expected the shape of "
+                                                                               "gold_ids"),
     ((torch.randn(5, 2), torch.tensor([7]), torch.tensor([2])), ValueError, r"gold_ids: expected ids in \[0, 5\)"),
     ((torch.randn(5, 2), torch.tensor([1]), torch.tensor([5])), ValueError, r"pred_ids: expected ids in \[0, 5\)"),
     ((torch.randn(5, 2), torch.tensor([1.0]), torch.tensor([2])), TypeError, "gold_ids: expected an integer tensor"),

@@ -61,7 +61,8 @@ def _(inputs, weight, bias, labels, row_ids, syn_offsets, syn_ids, syn_keys, sr_
       temperature, disallow_correct, ignore_index, backend, want_inputs, want_weight, want_bias):
     n = labels.shape[0]
     rows = inputs.new_empty((n,), dtype=losses.compute_dtype(inputs.dtype))
-    sr = _empty(rows) if sr_embedding is None else inputs.new_empty((n,), dtype=losses.compute_dtype(sr_embedding.dtype))
+    sr = _empty(rows) if sr_embedding is None else \
+        inputs.new_empty((n,), dtype=losses.compute_dtype(sr_embedding.dtype))
     want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None)
     fused = fuses(backend, want)
     aux_rows = backends.get(backend).sr_aux_rows if sr_embedding is not None and hasattr(

@@ -15,10 +15,11 @@ from tnops.options import MLMOptions
 from tnops.outputs import MLMLossOutput
 
 
-def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, bias: torch.Tensor | None = None,
-                    synonyms=None, prediction: str = "argmax", temperature: float = 1.0, disallow_correct: bool = False,
-                    seed: int | None = None, sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None,
-                    ignore_index: int = -100, reduction: str = "mean", row_ids: torch.Tensor | None = None,
+def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+                    bias: torch.Tensor | None = None, synonyms=None, prediction: str = "argmax",
+                    temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
+                    sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None, ignore_index: int = -100,
+                    reduction: str = "mean", row_ids: torch.Tensor | None = None,
                     backend: str | None = None) -> MLMLossOutput:
     """MLM loss through the LM head without materialising ``[N, V]`` logits, with true-negative objectives.
 
@@ -54,9 +55,11 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     if hidden.shape[-1] == 0:
         raise ValueError(f"hidden: expected [*, E] with E >= 1, got shape {tuple(hidden.shape)}")
     if weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight: expected [V, E={hidden.shape[-1]}] to match hidden [*, E], got {tuple(weight.shape)}")
+        raise ValueError(f"weight: expected [V, E={hidden.shape[-1]}] to match hidden [*, E], got "
+                         f"{tuple(weight.shape)}")
     if tuple(labels.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(f"labels: expected shape {tuple(hidden.shape[:-1])} (hidden's leading shape), got {tuple(labels.shape)}")
+        raise ValueError(f"labels: expected shape {tuple(hidden.shape[:-1])} (hidden's leading shape), got "
+                         f"{tuple(labels.shape)}")
     vocab_size = weight.shape[0]
     if bias is not None:
         check.tensor("bias", bias, floating=True, ndim=1)
@@ -94,7 +97,8 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     check.tensor("logits", logits, floating=True, min_ndim=1)
     check.tensor("labels", labels, floating=False)
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])} (logits' leading shape), got {tuple(labels.shape)}")
+        raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])} (logits' leading shape), got "
+                         f"{tuple(labels.shape)}")
     vocab_size = logits.shape[-1]
     options = _options(vocab_size, synonyms, prediction=prediction, temperature=temperature,
                        disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
@@ -167,7 +171,8 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     check.tensor("gold_ids", gold_ids, floating=False)
     check.tensor("pred_ids", pred_ids, floating=False)
     if gold_ids.shape != pred_ids.shape:
-        raise ValueError(f"pred_ids: expected the shape of gold_ids {tuple(gold_ids.shape)}, got {tuple(pred_ids.shape)}")
+        raise ValueError(f"pred_ids: expected the shape of gold_ids {tuple(gold_ids.shape)}, got "
+                         f"{tuple(pred_ids.shape)}")
     check.integer("ignore_index", ignore_index)
     check.choice("reduction", reduction, check.REDUCTIONS)
     check.same_device(embedding=embedding, gold_ids=gold_ids, pred_ids=pred_ids)
@@ -238,6 +243,7 @@ def sentence_sr_loss(hidden_corrupted: torch.Tensor, hidden_original: torch.Tens
     if attention_mask is not None:
         check.tensor("attention_mask", attention_mask)
         if tuple(attention_mask.shape) != tuple(hidden_corrupted.shape[:-1]):
-            raise ValueError(f"attention_mask: expected shape {tuple(hidden_corrupted.shape[:-1])}, got {tuple(attention_mask.shape)}")
+            raise ValueError(f"attention_mask: expected shape {tuple(hidden_corrupted.shape[:-1])}, got "
+                             f"{tuple(attention_mask.shape)}")
     check.same_device(hidden_corrupted=hidden_corrupted, hidden_original=hidden_original, attention_mask=attention_mask)
     return losses.sentence_sr_loss(hidden_corrupted, hidden_original, attention_mask)

@@ -64,7 +64,8 @@ def sr_rows_backward(embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Te
     """Gradient of ``Σ coef[row] · sr_rows[row]`` w.r.t. ``embedding``: ``[V, E]`` in the compute dtype.
 
     With r = 1/(|a||b|) and cos = (a·b) r:  d(1 - cos)/da = -(r b - (a·b) r³ |b|² a), and symmetrically for b;
-    where the norm product is clamped by eps, r is a constant and the second term vanishes.  Both rows receive their part (index_add, so gold == pred adds up).
+    where the norm product is clamped by eps, r is a constant and the second term vanishes.  Both rows receive
+    their part (index_add, so gold == pred adds up).
     """
     a, b, dot, a_sq, b_sq, r, unclamped = _sr_terms(embedding, gold, pred, live)
     c = torch.where(live, coef.to(a.dtype), 0)[:, None]

@@ -79,8 +79,9 @@ class LinearMLMLoss(_MLMLossModule):
                          disallow_correct=disallow_correct, sr_weight=sr_weight, ignore_index=ignore_index,
                          reduction=reduction)
 
-    def forward(self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None = None,
-                sr_embedding: torch.Tensor | None = None, seed: int | None = None) -> MLMLossOutput:
+    def forward(self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                bias: torch.Tensor | None = None, sr_embedding: torch.Tensor | None = None,
+                seed: int | None = None) -> MLMLossOutput:
         keywords = dict(self._keywords(), seed=seed)
         self.last_output = functional.linear_mlm_loss(hidden, weight, labels, bias=bias, sr_embedding=sr_embedding,
                                                       **keywords)

@@ -58,7 +58,8 @@ def philox4x32(seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor |
 
 
 def words_to_uniform(words: torch.Tensor) -> torch.Tensor:
-    """Map 32-bit words (int64 ``[*]``) to float32 ``[*]`` in ``[2^-24, 1-2^-24]`` the way ``tl.rand`` does, then clamp."""
+    """Map 32-bit words (int64 ``[*]``) to float32 ``[*]`` in ``[2^-24, 1-2^-24]`` the way ``tl.rand`` does, then "
+      "clamp."""
     as_int32 = torch.where(words >= 2**31, words - 2**32, words)
     folded = torch.where(as_int32 < 0, -as_int32 - 1, as_int32)
     u = folded.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)

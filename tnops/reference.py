@@ -50,7 +50,8 @@ def predict(logits: torch.Tensor, labels: torch.Tensor, *, prediction: str = "ar
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``1 - a·b / sqrt(max(|a|²|b|², eps²))`` per row, computed in float32 (float64 for float64 inputs).  ``a, b``: ``[M, E]`` → ``[M]``."""
+    """``1 - a·b / sqrt(max(|a|²|b|², eps²))`` per row, computed in float32 (float64 for float64 inputs).  ``a, "
+      "b``: ``[M, E]`` → ``[M]``."""
     a, b = _upcast(a), _upcast(b)
     dot = (a * b).sum(-1)
     norms_sq = (a * a).sum(-1) * (b * b).sum(-1)
@@ -131,7 +132,8 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     ce = reduce_rows(per_row.reshape(lead), kept, reduction)
     if sr_weight:
         if sr_embedding is None:
-            raise ValueError("sr_embedding: soft regularization needs an embedding table [V, E] when no LM-head weight is given")
+            raise ValueError("sr_embedding: soft regularization needs an embedding table [V, E] when no LM-head "
+                             "weight is given")
         sr = sr_loss(sr_embedding, y.reshape(lead), pred.reshape(lead), ignore_index=ignore_index, reduction=reduction)
     else:
         sr = torch.zeros_like(ce)

@@ -141,7 +141,8 @@ def sr_table(name: str, embedding: torch.Tensor, vocab_size: int):
     if embedding.shape[1] == 0:
         raise ValueError(f"{name}: expected [V, E'] with E' >= 1, got shape {tuple(embedding.shape)}")
     if embedding.shape[0] != vocab_size:
-        raise ValueError(f"{name}: expected [V={vocab_size}, E'] rows indexed by token id, got shape {tuple(embedding.shape)}")
+        raise ValueError(f"{name}: expected [V={vocab_size}, E'] rows indexed by token id, got shape "
+                         f"{tuple(embedding.shape)}")
 
 
 def common_dtype(hidden: torch.Tensor, *others: torch.Tensor | None) -> torch.dtype:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 _SIMILARITY_BLOCK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 26}
 
 
-def read_word_vectors(path, keep: Optional[Callable[[str], bool]] = None) -> tuple:
+def read_word_vectors(path, keep: Callable[[str], bool] | None = None) -> tuple:
     """Read word vectors in GloVe or word2vec text format.
 
     Args:
@@ -51,7 +51,8 @@ def read_word_vectors(path, keep: Optional[Callable[[str], bool]] = None) -> tup
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError:
-        raise ValueError(f"vectors: {path} is not UTF-8 text; binary word2vec files must be converted to text first") from None
+        raise ValueError(f"vectors: {path} is not UTF-8 text; binary word2vec files must be converted to text "
+                         "first") from None
     header = lines[0].split()
     dim = None
     start = 0
@@ -80,8 +81,8 @@ def read_word_vectors(path, keep: Optional[Callable[[str], bool]] = None) -> tup
     return words, torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim)
 
 
-def nearest_neighbours(vectors: torch.Tensor, query_rows: torch.Tensor, k: int, threshold: Optional[float] = None,
-                       chunk_size: Optional[int] = None, progress: bool = False) -> tuple:
+def nearest_neighbours(vectors: torch.Tensor, query_rows: torch.Tensor, k: int, threshold: float | None = None,
+                       chunk_size: int | None = None, progress: bool = False) -> tuple:
     """Top-k cosine neighbours of some rows among all rows, chunked.
 
     Args:
@@ -122,9 +123,9 @@ def nearest_neighbours(vectors: torch.Tensor, query_rows: torch.Tensor, k: int, 
     return torch.cat(queries), torch.cat(neighbours)
 
 
-def build_embedding_table(vectors, vocab, *, k: int = 10, threshold: Optional[float] = None, stopwords=None,
-                          symmetric: bool = False, family: Optional[str] = None, lowercase: Optional[bool] = None,
-                          device=None, chunk_size: Optional[int] = None, progress: bool = False):
+def build_embedding_table(vectors, vocab, *, k: int = 10, threshold: float | None = None, stopwords=None,
+                          symmetric: bool = False, family: str | None = None, lowercase: bool | None = None,
+                          device=None, chunk_size: int | None = None, progress: bool = False):
     """Top-k cosine-neighbour table (``SynonymTable.from_embeddings``).
 
     Args:

@@ -24,8 +24,8 @@ import codecs
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
 
 _ANNOTATION = re.compile(r"^(.*?)\s*\(([^()]*)\)$")
 
@@ -93,7 +93,8 @@ def read_mythes(dat_path) -> MythesThesaurus:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ValueError(f"dat_path: {path} names encoding {encoding!r} on its first line, which Python does not know") from None
+        raise ValueError(f"dat_path: {path} names encoding {encoding!r} on its first line, which Python does not "
+                         "know") from None
     lines = body.decode(encoding, errors="replace").split("\n")
     headwords = {}
     number = 0
@@ -106,7 +107,8 @@ def read_mythes(dat_path) -> MythesThesaurus:
         if not bar or not count.isdigit():
             raise ValueError(f"dat_path: {path}:{number + 1}: expected 'headword|count', got {line[:80]!r}")
         if int(count) > len(lines) - number:
-            raise ValueError(f"dat_path: {path}:{number + 1}: entry {headword!r} announces {count} meanings past the end")
+            raise ValueError(f"dat_path: {path}:{number + 1}: entry {headword!r} announces {count} meanings past "
+                             "the end")
         # A headword listed twice keeps its first entry, as MyThes' binary search of the .idx would.
         headwords.setdefault(headword, (number, int(count)))
         number += int(count)
@@ -144,7 +146,7 @@ def mythes_synonym_lists(thesaurus: MythesThesaurus, words, key_ids, keep_annota
 
 
 def build_mythes_table(dat_path, vocab, *, keep_annotations: Iterable[str] = (), stopwords=None,
-                       symmetric: bool = False, family: Optional[str] = None, lowercase: Optional[bool] = None):
+                       symmetric: bool = False, family: str | None = None, lowercase: bool | None = None):
     """Thesaurus synonym table over a vocabulary (``SynonymTable.from_mythes``).
 
     Args:
@@ -176,7 +178,8 @@ def build_mythes_table(dat_path, vocab, *, keep_annotations: Iterable[str] = (),
     stop = load_stopwords(stopwords)
     key_ids = words.key_ids(stop)
     rows = mythes_synonym_lists(thesaurus, words, key_ids, keep_annotations)
-    options = {"file": Path(_dat_path(dat_path)).name, "encoding": thesaurus.encoding, "keep_annotations": sorted(keep_annotations),
+    options = {"file": Path(_dat_path(dat_path)).name, "encoding": thesaurus.encoding,
+               "keep_annotations": sorted(keep_annotations),
                "stopwords": "english" if stopwords in (None, True, "english") else sorted(stop), "symmetric": symmetric}
     table = table_from_build(rows, words, key_ids, source="mythes", version=Path(_dat_path(dat_path)).stem,
                              options=options, seconds=time.perf_counter() - started, headwords=len(thesaurus))

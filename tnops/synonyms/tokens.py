@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Optional, Union
 
 from .vocab import Vocabulary, load_vocab
 
@@ -40,7 +39,7 @@ _SPECIAL = re.compile(r"\[[^\[\]]+\]|<[^<>]+>|<\|[^|]*\|>")
 def _gpt2_unicode_to_byte() -> dict:
     """Inverse of GPT-2's ``bytes_to_unicode``: printable bytes keep their code point, the other
     68 bytes are moved to U+0100.. in byte order (this is why a space is spelled ``Ġ``)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     mapping = {chr(b): b for b in printable}
     shift = 0
     for b in range(256):
@@ -80,7 +79,7 @@ def is_special_token(token: str) -> bool:
     return _SPECIAL.fullmatch(token) is not None
 
 
-def _decode_bytebpe(token: str) -> Optional[str]:
+def _decode_bytebpe(token: str) -> str | None:
     try:
         raw = bytes(_UNICODE_TO_BYTE[ch] for ch in token)
         return raw.decode("utf-8")
@@ -88,7 +87,7 @@ def _decode_bytebpe(token: str) -> Optional[str]:
         return None
 
 
-def token_word(token: str, family: str) -> Optional[str]:
+def token_word(token: str, family: str) -> str | None:
     """The word a token stands for, or None when the token is not a whole word.
 
     Args:
@@ -137,7 +136,7 @@ def token_text(token: str, family: str) -> str:
     return token
 
 
-def load_stopwords(stopwords: Union[None, bool, str, PathLike, Iterable[str]] = None) -> frozenset:
+def load_stopwords(stopwords: None | bool | str | PathLike | Iterable[str] = None) -> frozenset:
     """The stop-word set used to exclude keys.
 
     Args:
@@ -216,7 +215,7 @@ class VocabularyWords:
         return [i for i, word in enumerate(self.words) if word is not None and word.lower() not in stopwords]
 
 
-def analyze_vocabulary(vocab, family: Optional[str] = None, lowercase: Optional[bool] = None) -> VocabularyWords:
+def analyze_vocabulary(vocab, family: str | None = None, lowercase: bool | None = None) -> VocabularyWords:
     """Whole-word analysis of a vocabulary (family, casedness, word of every token).
 
     Args:

