@@ -19,14 +19,11 @@ from test_ops_triton import (  # noqa: F401 (fixtures)
 )
 
 import tnops
+from tnops import SynonymTable, backends
 from tnops import random as tn_random
-from tnops.ops import mlm_head, rtd
-from tnops.ops.mlm_head_launch import (
-    FusedMLMHead,
-    mlm_head_backward,
-    mlm_head_forward,
-    sr_backward,
-)
+from tnops.ops import config, mlm_head_kernels, rtd_kernels
+from tnops.ops.mlm_head import mlm_head_backward, mlm_head_forward, sr_backward
+from tnops.ops.rtd import rtd_forward
 
 FORMS = ("strided", "transposed", "expanded")
 INTERPRETER = DEVICE == "cpu"
@@ -125,19 +122,21 @@ def head_inputs(make_table):
 
 
 def run_head(t):
-    """``FusedMLMHead`` forward, and backward with the upstream gradients handed over as they are laid out."""
+    """``tnops.linear_mlm_loss`` per row (the eager route: ``tnops::mlm_head`` → triton backend → launchers), and
+    the gradients of every float operand for the upstream gradients of CE and SR handed over as they are laid
+    out.  The CSR tensors reach the launcher as given: a ``SynonymTable`` keeps its tensors' layout."""
     leaves = [t[k].detach().requires_grad_() for k in ("hidden", "weight", "bias", "sr_embedding")]
-    opts = {"prediction": "sample", "temperature": 1.0, "disallow_correct": False, "seed": 21, "ignore_index": -100}
-    ce, sr, pred, corrected = FusedMLMHead.apply(*leaves, t["labels"], t["row_ids"], t["offsets"], t["syn_ids"],
-                                                 opts, None)
-    grads = torch.autograd.grad((ce, sr), leaves, grad_outputs=(t["grad_ce"], t["grad_sr"]))
-    return (ce, sr, pred, corrected, *grads)
+    out = tnops.linear_mlm_loss(leaves[0], leaves[1], t["labels"], bias=leaves[2], sr_embedding=leaves[3],
+                                synonyms=SynonymTable(t["offsets"], t["syn_ids"]), row_ids=t["row_ids"],
+                                prediction="sample", seed=21, sr_weight=0.5, reduction="none", backend="triton")
+    grads = torch.autograd.grad((out.mlm_loss, out.sr_loss), leaves, grad_outputs=(t["grad_ce"], t["grad_sr"]))
+    return (out.mlm_loss, out.sr_loss, out.predictions, out.corrected, *grads)
 
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", ["labels", "row_ids", "offsets", "syn_ids", "grad_ce", "grad_sr"])
 def test_launcher_inputs_in_any_layout(make_table, name, form):
-    """``FusedMLMHead`` (the eager route) with one input re-laid out == the same values made contiguous."""
+    """The public API with one input re-laid out == the same values made contiguous."""
     t = head_inputs(make_table)
     if form == "expanded" and name == "offsets":
         pytest.skip("CSR offsets are never constant (offsets[V] = nnz > 0)")
@@ -185,7 +184,8 @@ def test_rtd_inputs_in_any_layout(name, form):
 
     def run(t):
         x = t["logits"].detach().requires_grad_()
-        loss = rtd.FusedRTD.apply(x, t["corrupted"], t["original"], t["attention_mask"], t["corrected"])
+        loss = tnops.rtd_loss(x, t["corrupted"], t["original"], t["attention_mask"], t["corrected"],
+                              reduction="none", backend="triton")
         return loss, torch.autograd.grad(loss, x, t["grad"])[0]
 
     got, want = run(t), run({k: v.contiguous() for k, v in t.items()})
@@ -193,8 +193,10 @@ def test_rtd_inputs_in_any_layout(name, form):
     ref = tnops.reference.rtd_loss(t["logits"].contiguous(), t["corrupted"], t["original"], t["attention_mask"],
                                    t["corrected"], reduction="none")
     assert rel_err(got[0], ref) < 1e-6
-    assert rel_err(tnops.rtd_loss(t["logits"], t["corrupted"], t["original"], t["attention_mask"], t["corrected"],
-                                  reduction="none"), ref) < 1e-6
+    x = t["logits"].contiguous().detach().requires_grad_()
+    ref_grad = torch.autograd.grad(tnops.reference.rtd_loss(x, t["corrupted"], t["original"], t["attention_mask"],
+                                                            t["corrected"], reduction="none"), x, t["grad"])[0]
+    assert rel_err(got[1], ref_grad) < 1e-6
 
 
 # ---------------------------------------------------------------- dtypes the path cannot compute
@@ -209,8 +211,9 @@ def no_kernel_runs(monkeypatch):
         def __getitem__(self, grid):
             raise AssertionError("a kernel was launched")
 
-    for module, name in ((mlm_head, "_mlm_fwd_kernel"), (mlm_head, "_mlm_combine_kernel"),
-                         (mlm_head, "_mlm_bwd_kernel"), (mlm_head, "_sr_bwd_kernel"), (rtd, "_rtd_kernel")):
+    for module, name in ((mlm_head_kernels, "_mlm_fwd_kernel"), (mlm_head_kernels, "_mlm_combine_kernel"),
+                         (mlm_head_kernels, "_mlm_bwd_kernel"), (mlm_head_kernels, "_sr_bwd_kernel"),
+                         (rtd_kernels, "_rtd_kernel")):
         monkeypatch.setattr(module, name, NoLaunch())
 
 
@@ -220,21 +223,49 @@ def test_dtypes_the_kernels_cannot_compute_are_refused_before_any_kernel_runs(no
     h32, w32, b32, y = inputs(8, 40, 16)
     h, w, b, emb = (t.to(dtype) for t in (h32, w32, b32, torch.randn(40, 8, device=DEVICE)))
     rows = torch.ones(8, device=DEVICE)
-    opts = {"prediction": "sample", "temperature": 1.0, "disallow_correct": False, "seed": 1, "ignore_index": -100}
     routes = {
-        "linear_mlm_loss": lambda: tnops.linear_mlm_loss(h, w, y, bias=b, prediction="sample", seed=1),
-        "FusedMLMHead": lambda: FusedMLMHead.apply(h, w, b, None, y, None, None, None, opts, None),
-        "SR table only": lambda: tnops.linear_mlm_loss(h32, w32, y, bias=b32, sr_weight=0.5, sr_embedding=emb),
+        "linear_mlm_loss": lambda: tnops.linear_mlm_loss(h, w, y, bias=b, prediction="sample", seed=1,
+                                                         backend="triton"),
+        "mlm_head_forward": lambda: mlm_head_forward(h, w, b, y, prediction="sample", seed=1),
+        "SR table only": lambda: tnops.linear_mlm_loss(h32, w32, y, bias=b32, sr_weight=0.5, sr_embedding=emb,
+                                                       backend="triton"),
         "bias only": lambda: mlm_head_forward(h32, w32, b, y),
         "mlm_head_backward": lambda: mlm_head_backward(h, w, b, y, rows, rows),
         "sr_backward": lambda: sr_backward(emb, y, y.clamp_min(0), rows, rows, rows, rows),
-        "rtd_loss": lambda: tnops.rtd_loss(h[:, 0], y.clamp_min(0), y.clamp_min(0)),
-        "FusedRTD": lambda: rtd.FusedRTD.apply(h[:, 0], y, y, None, None),
+        "rtd_loss": lambda: tnops.rtd_loss(h[:, 0], y.clamp_min(0), y.clamp_min(0), backend="triton"),
+        "rtd_forward": lambda: rtd_forward(h[:, 0], y, y),
     }
     for route, call in routes.items():
         with pytest.raises((TypeError, ValueError), match=REFUSAL):
             call()
             pytest.fail(f"{route}: {dtype} was not refused")
+
+
+@pytest.mark.parametrize("interpret", ["1", "0"])
+def test_the_backend_and_the_launchers_refuse_the_same_tensors(monkeypatch, interpret):
+    """One source of truth (``config.refusal``): what the backend ``refuses`` when a backend is chosen is exactly
+    what the launchers' ``check_inputs`` refuses, device by device and dtype by dtype, with the same reason."""
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)  # read at each call; no kernel runs here
+    module = backends.get("triton")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    served = set()
+    for device in devices:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            reason = module.refuses(device, dtype)
+            assert reason == config.refusal(device, dtype)
+            tensor = torch.zeros(4, device=device, dtype=dtype)
+            if reason is None:
+                config.check_inputs(x=tensor)
+                served.add((device.type, dtype))
+            else:
+                with pytest.raises(TypeError if config.device_refusal(device) is None else ValueError) as error:
+                    config.check_inputs(x=tensor)
+                assert str(error.value) == f"x: {reason}"
+    gpu = {("cuda", dtype) for dtype in config.GPU_DTYPES} if torch.cuda.is_available() else set()
+    if interpret == "1":  # the interpreter computes float32 only, on any device
+        assert served == {(device.type, torch.float32) for device in devices}
+    else:
+        assert served == gpu
 
 
 @pytest.mark.skipif(not INTERPRETER, reason="CPU autocast reaches the kernels under the interpreter only")

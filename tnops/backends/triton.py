@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from tnops import losses
-from tnops.backends import interpreting
 from tnops.backends import torch_chunked as fallback
+from tnops.ops.config import refusal  # imports no Triton: the registry calls unavailable() without it
 from tnops.options import MLMOptions
 from tnops.outputs import MLMRows
 from tnops.synonyms.csr import CSRView
@@ -30,13 +30,8 @@ def unavailable() -> str | None:
 
 
 def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
-    if device.type == "cuda":
-        return None if dtype in (torch.float32, torch.bfloat16, torch.float16) else \
-            f"the Triton kernels compute float32, bfloat16 and float16, not {dtype} (use backend='torch')"
-    if not interpreting():
-        return "the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for tests on CPU)"
-    return None if dtype == torch.float32 else \
-        f"the Triton interpreter computes float32 only, not {dtype} (its bf16 tl.dot is broken, triton-lang/triton#11584)"
+    """Why the kernels cannot compute these tensors (``tnops.ops.config.refusal``, which the launchers check too)."""
+    return refusal(device, dtype)
 
 
 def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
@@ -48,7 +43,7 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
             return rows
         live = labels != options.ignore_index
         return rows._replace(sr_aux=losses.sr_dot_and_norms(sr_embedding, labels, rows.predictions, live).float())
-    from tnops.ops.mlm_head_launch import mlm_head_forward
+    from tnops.ops.mlm_head import mlm_head_forward
 
     out = mlm_head_forward(inputs, weight, bias, labels, offsets=None if table is None else table.offsets,
                            syn_ids=None if table is None else table.ids, sr_embedding=sr_embedding,
@@ -66,7 +61,7 @@ def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predi
     if weight is None and any(want[:3]):
         return fallback.mlm_backward(inputs, None, None, labels, lse, ce_coef, sr_embedding, predictions, sr_coef,
                                      sr_aux, options, want)
-    from tnops.ops.mlm_head_launch import mlm_head_backward, sr_backward
+    from tnops.ops.mlm_head import mlm_head_backward, sr_backward
 
     grads = [None, None, None]
     if any(want[:3]):

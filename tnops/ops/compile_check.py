@@ -29,8 +29,9 @@ def _variants():
     """``(name, kernel, signature, constexprs, num_warps)`` of every kernel variant CI builds."""
     import torch
 
-    from tnops.ops import mlm_head, rtd
+    from tnops.ops import mlm_head_kernels, rtd_kernels
     from tnops.ops.config import head_config
+    from tnops.ops.mlm_head import SEARCH_STEPS
 
     configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name)) for name, dtype in TYPES.items()}
 
@@ -39,7 +40,8 @@ def _variants():
                 "order_ptr": "*i64", "tiles_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32",
                 "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32"}
     # Every dtype with every feature on, and with every feature off: the branches that change codegen.
-    for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), [(True, True, True), (False, False, False)]):
+    all_on_or_off = [(True, True, True), (False, False, False)]
+    for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), all_on_or_off):
         cfg = configs[dtype]
         sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_sum_ptr="*fp32",
                    part_gold_ptr="*fp32", part_best_ptr="*fp32", part_idx_ptr="*i32", seed="i64",
@@ -48,7 +50,7 @@ def _variants():
                      BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         yield f"_mlm_fwd_kernel[{dtype}, bias={bias}, sample={sample}, disallow={disallow}]", \
-            mlm_head._mlm_fwd_kernel, sig, const, cfg.num_warps
+            mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps
     for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         cfg = configs[dtype]
         sig = {n: "*fp32" for n in ("part_max_ptr", "part_sum_ptr", "part_gold_ptr", "part_best_ptr")}
@@ -57,8 +59,10 @@ def _variants():
                     "corrected_ptr": "*i8", "sr_ptr": "*fp32", "sr_dot_ptr": "*fp32", "sr_gold_sq_ptr": "*fp32",
                     "sr_pred_sq_ptr": "*fp32", "N": "i32", "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
                     "stride_ee": "i32", "ignore_index": "i32", "cos_eps_sq": "fp32"})
-        const = dict(HAS_TABLE=table, SEARCH_STEPS=32, HAS_SR=sr, BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
-        yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head._mlm_combine_kernel, sig, const, 4
+        const = dict(HAS_TABLE=table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=sr, BLOCK_N=cfg.row_block_n,
+                     BLOCK_E=cfg.row_block_e)
+        yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head_kernels._mlm_combine_kernel, sig, \
+            const, 4
     for dtype, bias in [("fp32", True), ("bf16", True), ("fp16", False)]:
         cfg = configs[dtype]
         sig = dict(head_args(dtype), lse_ptr="*fp32", coef_ptr="*fp32", dh_ptr="*fp32", dw_ptr="*fp32",
@@ -66,7 +70,7 @@ def _variants():
         const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, COUNT_TILES=False,
                      BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e,
                      GROUP_N=cfg.bwd_group_n, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
-        yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
+        yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head_kernels._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
     for dtype in TYPES.values():
         cfg = configs[dtype]
         sig = {"emb_ptr": f"*{dtype}", "labels_ptr": "*i64", "pred_ptr": "*i64", "coef_ptr": "*fp32",
@@ -74,12 +78,12 @@ def _variants():
                "N": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32", "ignore_index": "i32",
                "cos_eps_sq": "fp32"}
         const = dict(BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
-        yield f"_sr_bwd_kernel[{dtype}]", mlm_head._sr_bwd_kernel, sig, const, 4
+        yield f"_sr_bwd_kernel[{dtype}]", mlm_head_kernels._sr_bwd_kernel, sig, const, 4
     for dtype, (mask, corrected) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         sig = {"logits_ptr": f"*{dtype}", "corrupted_ptr": "*i64", "original_ptr": "*i64", "mask_ptr": "*i64",
                "corrected_ptr": "*u8", "loss_ptr": "*fp32", "grad_ptr": "*fp32", "N": "i32"}
-        const = dict(HAS_MASK=mask, HAS_CORRECTED=corrected, BLOCK=rtd.BLOCK)
-        yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd._rtd_kernel, sig, const, 4
+        const = dict(HAS_MASK=mask, HAS_CORRECTED=corrected, BLOCK=rtd_kernels.BLOCK)
+        yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd_kernels._rtd_kernel, sig, const, 4
 
 
 # Specialisations the JIT makes at launch for contiguous inputs at the ELECTRA shapes: unit strides become

@@ -1,5 +1,7 @@
-"""Launch configuration of the Triton kernels: the one place block sizes and warps are chosen, and the
-dtypes the kernels accept are checked (``check_inputs``).
+"""Launch configuration of the Triton kernels: the one place block sizes and warps are chosen (``head_config``),
+and the one place that says which devices and dtypes the kernels compute (``refusal``, used by the backend's
+``refuses`` to choose a backend and by ``check_inputs`` before any kernel runs).  Imports no Triton: the
+backend registry reads ``refusal`` on machines without it.
 
 The GPU tiles below are the largest that ``ptxas -v`` (Triton 3.9, sm_90a) compiles without register
 spills, per dtype, for the binaries the JIT builds at launch (unit strides, 16-aligned pointers and widths);
@@ -90,29 +92,46 @@ def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device |
 GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def check_inputs(**tensors: torch.Tensor | None) -> None:
-    """Refuse, before any kernel runs, tensors the Triton kernels cannot compute with (None entries are skipped).
+def device_refusal(device: torch.device) -> str | None:
+    """Why the Triton kernels cannot run on ``device``, or None: CUDA, or any device under the interpreter."""
+    if device.type != "cuda" and not interpreting():
+        return f"the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for tests on CPU), got {device}"
+    return None
 
-    Under the interpreter (``TRITON_INTERPRET=1``) only float32: its bfloat16 ``tl.dot`` returns garbage
-    (triton-lang/triton#11584).  On a GPU float32, bfloat16 and float16; never float64.  Without the
-    interpreter every tensor must be on a CUDA device.  Integer tensors are not checked here.
+
+def refusal(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why the Triton kernels cannot compute ``dtype`` tensors on ``device``, or None when they can.
+
+    On a GPU float32, bfloat16 and float16; never float64.  Under the interpreter (``TRITON_INTERPRET=1``)
+    float32 only: its bfloat16 ``tl.dot`` returns garbage (triton-lang/triton#11584).  Integer dtypes (index
+    tensors) are judged by their device alone.
+    """
+    reason = device_refusal(device)
+    if reason is not None or not dtype.is_floating_point:
+        return reason
+    if interpreting() and dtype != torch.float32:
+        return (f"the Triton interpreter (TRITON_INTERPRET=1) computes float32 only, not {dtype} (its bfloat16 "
+                "tl.dot is broken upstream, triton-lang/triton#11584); pass float32 tensors or use backend='torch'")
+    if dtype not in GPU_DTYPES:
+        return (f"the Triton kernels compute float32, bfloat16 and float16, not {dtype}; use backend='torch' "
+                "(or TNOPS_BACKEND=torch)")
+    return None
+
+
+def check_inputs(**tensors: torch.Tensor | None) -> None:
+    """Refuse, before any kernel runs, tensors the Triton kernels cannot compute with (``refusal``; None
+    entries are skipped).
 
     Raises:
-        TypeError: a float dtype the path cannot compute.
-        ValueError: a non-CUDA tensor while not interpreting.
+        ValueError: a tensor on a device the kernels cannot reach (``device_refusal``).
+        TypeError: a float dtype they cannot compute there.
     """
     for name, value in tensors.items():
         if value is None:
             continue
-        if not interpreting() and value.device.type != "cuda":
-            raise ValueError(f"{name}: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got "
-                             f"{value.device}")
-        if not value.dtype.is_floating_point:
-            continue
-        if interpreting() and value.dtype != torch.float32:
-            raise TypeError(f"{name}: the Triton interpreter (TRITON_INTERPRET=1) computes float32 only, got "
-                            f"{value.dtype} (its bfloat16 tl.dot is broken upstream, triton-lang/triton#11584); "
-                            "pass float32 tensors or use the torch backend (TNOPS_BACKEND=torch)")
-        if value.dtype not in GPU_DTYPES:
-            raise TypeError(f"{name}: the Triton kernels compute float32, bfloat16 or float16, got {value.dtype}; "
-                            "use the torch backend (TNOPS_BACKEND=torch) for float64")
+        reason = device_refusal(value.device)
+        if reason is not None:
+            raise ValueError(f"{name}: {reason}")
+        reason = refusal(value.device, value.dtype)
+        if reason is not None:
+            raise TypeError(f"{name}: {reason}")

@@ -1,322 +1,168 @@
-"""Fused LM head + MLM cross-entropy + hard correction + Gumbel-max sampling + SR cosine (Triton).
+"""Fused LM head + MLM cross-entropy + hard correction + Gumbel-max sampling + SR cosine: the launchers of the
+kernels in ``mlm_head_kernels.py``.
 
-What is fused: ``logits = hidden @ weight.T + bias`` is formed tile by tile in registers and never written
-out.  Forward, one tiled pass over the vocabulary keeps per row the running max, sum-exp, gold logit
-and the best (arg)max of ``z`` or of ``z / T + gumbel`` (Philox keyed by (seed, row, vocab id), shared with
-``tnops.random``).  The vocabulary is split over several programs per row block; a small combine kernel
-merges the partial rows, looks the prediction up in the CSR synonym table (binary search), writes
-the per-row loss, and computes the SR cosine between the embedding rows of gold and prediction.
-Backward recomputes each ``[BLOCK_N, BLOCK_V]`` logit tile, forms ``(softmax - onehot) * coef`` and
-accumulates ``dh`` and ``dW`` with relaxed fp32 atomics (``red.global``).  Rows are visited through a
-permutation that puts masked rows first (in backward: rows with a gradient), so ignored and corrected rows,
-wherever they sit in the batch, fill whole row blocks that exit at once and cost no work.  Extra memory is
-O(N · splits + V): partial rows, the permutation, plus fp32 gradient accumulators.
+``mlm_head_forward`` returns per-row values (CE, log-sum-exp, prediction, corrected, SR and its cosine terms);
+``mlm_head_backward`` and ``sr_backward`` turn per-row coefficients into gradients.  ``tnops::mlm_head``
+(``tnops/_ops.py``, through ``tnops/backends/triton.py``) is their one caller in production; the reduction (mean
+over kept rows, sum, none) is done there with ordinary tensor ops, so nothing here synchronises with the host.
 
-Limits: fp32 uses IEEE dots (no TF32) so gradients match the reference to ~1e-6; half inputs use
-tensor-core dots with fp32 accumulation; float64 is not served (the torch backend is).  Under the
-interpreter (TRITON_INTERPRET=1) the launchers accept fp32 only: its bf16 ``tl.dot`` is broken upstream
-(triton-lang/triton#11584).  Inputs of any strides are read correctly (see ``mlm_head_launch``).
+Inputs of any layout are read correctly: the 2-D operands (hidden, weight, SR table) through their strides,
+stride 0 included; the 1-D ones (bias, labels, row ids, CSR table, per-row statistics) are made contiguous
+here (an O(N + V + nnz) copy, only when they are not).  The kernels write only into buffers allocated here,
+never into an input, so an expanded (stride-0) input gets a dense gradient that autograd reduces.
+Dtypes the kernels cannot compute are refused first (``config.check_inputs``).
 """
 from __future__ import annotations
 
+import torch
 import triton
-import triton.language as tl
 
-from tnops import random as tn_random
+from tnops.losses import COSINE_EPS
+from tnops.ops import mlm_head_kernels as kernels
+from tnops.ops.config import check_inputs, head_config
 
-# Kernels may only read globals wrapped as constexpr.
-UNIFORM_SCALE = tl.constexpr(tn_random.UNIFORM_SCALE)
-U_MIN = tl.constexpr(tn_random.U_MIN)
-U_MAX = tl.constexpr(tn_random.U_MAX)
+SEARCH_STEPS = 32  # binary-search steps over one CSR row: enough for any row of < 2^32 synonyms
 
 
-@triton.jit
-def _gumbel_tile(seed, rows, v0, BLOCK_V: tl.constexpr):
-    """Gumbel noise ``[BLOCK_N, BLOCK_V]`` for ``rows`` × ids ``v0 + arange(BLOCK_V)`` (v0 a multiple of 4).
+def rows_first(live: torch.Tensor) -> torch.Tensor:
+    """int64 ``[N]`` permutation listing the ``live`` rows first (in order), then the rest.
 
-    One Philox call at offset ``(row << 32) | (id >> 2)`` yields the four words of ids ``4q .. 4q+3``.
+    The kernels read their rows through it, so dead rows (unmasked, or without a gradient) fill whole row
+    blocks that exit at once, however they are scattered in the batch.  A stable sort: no host sync.
     """
-    quads = (v0 // 4) + tl.arange(0, BLOCK_V // 4)
-    offset = (rows.to(tl.int64)[:, None] << 32) | quads.to(tl.int64)[None, :]
-    r0, r1, r2, r3 = tl.randint4x(seed, offset)
-    words = tl.interleave(tl.interleave(r0, r2), tl.interleave(r1, r3))
-    x = words.to(tl.int32, bitcast=True)
-    x = tl.where(x < 0, ~x, x)
-    u = x.to(tl.float32) * UNIFORM_SCALE
-    u = tl.minimum(tl.maximum(u, U_MIN), U_MAX)
-    return -tl.log(-tl.log(u))
+    return torch.argsort((~live).to(torch.int8), stable=True)
 
 
-@triton.jit
-def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, stride_he, stride_wv, stride_we,
-                HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
-                DOT_PRECISION: tl.constexpr):
-    """fp32 logits ``[BLOCK_N, BLOCK_V]`` of ``rows`` × ``cols``: a K-loop of ``h @ wᵀ`` plus bias.
+def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A 1-D tensor the kernels may index as ``ptr + i``: contiguous (a copy only when it is not)."""
+    return None if t is None else t.contiguous()
 
-    Offsets are int64 on both axes: ``V · E`` passes 2^31 for LLM-sized heads (256k × 8192), along the rows
-    of a row-major weight or along the columns of a transposed one.  ``b_ptr``: a contiguous ``[V]``.
+
+def philox_seed(seed) -> int:
+    """The kernels' seed argument: ``int(seed) mod 2^64`` as a signed int64 with the same 64 bits.
+
+    Triton's Philox casts the seed to uint64 (sign-extending a 32-bit argument) and keys on its
+    ``(lo, hi)`` words, the key ``tnops.random`` uses; the signed view keeps every seed in the int64
+    kernel binary instead of a uint64 one, and accepts numpy integers.
     """
-    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
-    h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
-    w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
-    for e0 in range(0, E, BLOCK_E):
-        ks = e0 + tl.arange(0, BLOCK_E)
-        k_ok = ks < E
-        h = tl.load(h_rows + ks.to(tl.int64)[None, :] * stride_he, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_rows + ks.to(tl.int64)[None, :] * stride_we, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-        acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    return acc
+    seed = int(seed) % 2**64
+    return seed - 2**64 if seed >= 2**63 else seed
 
 
-@triton.jit
-def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
-                    part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, tiles_ptr,
-                    N, V, E, stride_hn, stride_he, stride_wv, stride_we,
-                    seed, temperature, ignore_index, v_per_split,
-                    HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr, HAS_ROW_IDS: tl.constexpr,
-                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr):
-    """Partial statistics of row block ``pid_n`` over vocabulary slice ``split``.
+def _check_head(hidden, weight, bias, **more):
+    check_inputs(hidden=hidden, weight=weight, bias=bias, **more)
+    if hidden.dtype != weight.dtype:
+        raise TypeError(f"hidden and weight: the Triton kernels need one dtype, got {hidden.dtype} and {weight.dtype}")
 
-    The block's rows are ``order[pid_n·BLOCK_N : (pid_n+1)·BLOCK_N]``: the launcher puts masked rows first,
-    so unmasked rows, wherever they sit in the batch, fill whole blocks that return at once.
-    Writes ``[split, row]`` entries: ``max_v z``, ``Σ exp(z - max)``, ``z[gold]`` (0 if gold is outside the
-    slice), the best score (``z`` or ``z / T + g``, gold excluded under DISALLOW) and its id (lowest on ties).
-    ``COUNT_TILES`` (tests): add 1 to ``tiles_ptr`` per program that does any work.
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 must not silently become TF32: the fused path promises 1e-5 relative agreement in fp32.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None, sr_embedding=None,
+                     prediction="argmax", temperature=1.0, disallow_correct=False, seed=0, ignore_index=-100,
+                     row_ids=None, config=None, tile_counter=None):
+    """Run the forward kernels.
+
+    Args:
+        hidden: ``[N, E]``; weight: ``[V, E]``; bias: ``[V]`` or None; labels: int64 ``[N]``.
+        offsets, syn_ids: int32 CSR synonym table ``[V+1]``, ``[nnz]`` on the same device, or None.
+        sr_embedding: ``[V, E']`` or None (no SR).
+        row_ids: int64 ``[N]`` Philox row keys, or None for ``arange(N)``.
+        config: a ``HeadConfig`` (None: heuristic).
+        tile_counter: int32 ``[1]`` or None; tests pass one to count the programs that did work.
+    Returns:
+        dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), predictions (int64), corrected (bool),
+        and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
     """
-    pid_n = tl.program_id(0)
-    split = tl.program_id(1)
-    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = slots < N
-    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
-    gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    active = row_ok & (gold != ignore_index)
-    run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    run_sum = tl.zeros((BLOCK_N,), tl.float32)
-    gold_logit = tl.zeros((BLOCK_N,), tl.float32)
-    best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    best_idx = tl.zeros((BLOCK_N,), tl.int32)
-    row_keys = rows
-    if HAS_ROW_IDS:  # caller-given Philox row keys, e.g. global positions in a data-parallel batch
-        row_keys = tl.load(row_ids_ptr + rows, mask=row_ok, other=0)
-    v_start = split * v_per_split
-    v_stop = tl.minimum(V, v_start + v_per_split)
-    if tl.max(active.to(tl.int32), axis=0) > 0:  # row blocks with nothing masked cost nothing
-        if COUNT_TILES:
-            tl.atomic_add(tiles_ptr, 1)
-        for v0 in range(v_start, v_stop, BLOCK_V):
-            cols = v0 + tl.arange(0, BLOCK_V)
-            col_ok = cols < v_stop
-            z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, active, col_ok, E, stride_hn, stride_he,
-                            stride_wv, stride_we, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
-            z = tl.where(col_ok[None, :], z, float("-inf"))
-            new_max = tl.maximum(run_max, tl.max(z, axis=1))
-            run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
-            run_max = new_max
-            is_gold = cols[None, :] == gold[:, None]
-            gold_logit += tl.sum(tl.where(is_gold, z, 0.0), axis=1)
-            score = z
-            if SAMPLE:
-                score = tl.div_rn(z, temperature) + _gumbel_tile(seed, row_keys, v0, BLOCK_V)
-                score = tl.where(col_ok[None, :], score, float("-inf"))
-            if DISALLOW:
-                score = tl.where(is_gold, float("-inf"), score)
-            tile_best = tl.max(score, axis=1)
-            tile_idx = tl.argmax(score, axis=1, tie_break_left=True).to(tl.int32) + v0
-            better = tile_best > best
-            best = tl.where(better, tile_best, best)
-            best_idx = tl.where(better, tile_idx, best_idx)
-    out = split * N + rows
-    tl.store(part_max_ptr + out, run_max, mask=row_ok)
-    tl.store(part_sum_ptr + out, run_sum, mask=row_ok)
-    tl.store(part_gold_ptr + out, gold_logit, mask=row_ok)
-    tl.store(part_best_ptr + out, best, mask=row_ok)
-    tl.store(part_idx_ptr + out, best_idx, mask=row_ok)
+    _check_head(hidden, weight, bias, sr_embedding=sr_embedding)
+    bias, labels, row_ids, offsets, syn_ids = map(_flat, (bias, labels, row_ids, offsets, syn_ids))
+    seed = philox_seed(seed)
+    n, width = hidden.shape
+    vocab = weight.shape[0]
+    cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype)
+    v_per_split = triton.cdiv(triton.cdiv(vocab, cfg.splits), cfg.block_v) * cfg.block_v
+    splits = triton.cdiv(vocab, v_per_split)
+    dev = hidden.device
+    part = [torch.empty((splits, n), dtype=torch.float32, device=dev) for _ in range(4)]
+    part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
+    grid = (triton.cdiv(n, cfg.block_n), splits)
+    kernels._mlm_fwd_kernel[grid](
+        hidden, weight, bias if bias is not None else hidden, labels, rows_first(labels != ignore_index),
+        row_ids if row_ids is not None else labels, *part, part_idx,
+        tile_counter if tile_counter is not None else part_idx,
+        n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        seed, float(temperature), ignore_index, v_per_split,
+        HAS_BIAS=bias is not None, SAMPLE=prediction == "sample", DISALLOW=disallow_correct,
+        HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None,
+        BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+        DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss")}
+    out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
+    corrected = torch.empty(n, dtype=torch.int8, device=dev)
+    has_sr = sr_embedding is not None
+    for name in ("sr", "sr_dot", "sr_gold_sq", "sr_pred_sq"):
+        out[name] = torch.empty(n, dtype=torch.float32, device=dev) if has_sr else out["lse"]
+    has_table = offsets is not None and syn_ids is not None and syn_ids.numel() > 0
+    emb = sr_embedding if has_sr else hidden
+    sr_width = emb.shape[1] if has_sr else 1
+    kernels._mlm_combine_kernel[(triton.cdiv(n, cfg.row_block_n),)](
+        *part, part_idx, labels, offsets if has_table else labels, syn_ids if has_table else labels, emb,
+        out["lse"], out["loss"], out["predictions"], corrected, out["sr"], out["sr_dot"], out["sr_gold_sq"],
+        out["sr_pred_sq"], n, splits, sr_width, emb.stride(0), emb.stride(1), ignore_index, COSINE_EPS**2,
+        HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=has_sr,
+        BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
+    out["corrected"] = corrected.bool()
+    return out
 
 
-@triton.jit
-def _embedding_rows(emb_ptr, gold, pred, active, ks, E, stride_ev, stride_ee):
-    """fp32 columns ``ks`` of the embedding rows of gold (a) and prediction (b) ``[BLOCK_N, BLOCK_E]``, and their mask."""
-    m2 = active[:, None] & (ks < E)[None, :]
-    cols = ks.to(tl.int64)[None, :] * stride_ee
-    a = tl.load(emb_ptr + gold.to(tl.int64)[:, None] * stride_ev + cols, mask=m2, other=0.0)
-    b = tl.load(emb_ptr + pred.to(tl.int64)[:, None] * stride_ev + cols, mask=m2, other=0.0)
-    return a.to(tl.float32), b.to(tl.float32), m2
+def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, True, True), config=None,
+                      tile_counter=None):
+    """Gradients of ``Σ coef[row] · (lse - z_gold)`` w.r.t. hidden, weight, bias (fp32 accumulators).
 
-
-@triton.jit
-def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, labels_ptr,
-                        offsets_ptr, syn_ids_ptr, emb_ptr,
-                        lse_ptr, loss_ptr, pred_ptr, corrected_ptr, sr_ptr, sr_dot_ptr, sr_gold_sq_ptr, sr_pred_sq_ptr,
-                        N, SPLITS, E_SR, stride_ev, stride_ee, ignore_index, cos_eps_sq,
-                        HAS_TABLE: tl.constexpr, SEARCH_STEPS: tl.constexpr, HAS_SR: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Merge the partial rows; prediction, hard correction (CSR binary search), CE per row, SR cosine.
-
-    ``lse = M + log Σ_s sum_s · exp(max_s - M)``; the best over splits is taken in split order with a strict
-    ``>`` so ties keep the lowest id.  A row is corrected when ``pred != gold`` and ``pred`` is in
-    ``syn_ids[offsets[gold] : offsets[gold + 1]]`` (sorted).  SR: ``1 - dot / sqrt(max(|a|²|b|², eps²))``.
+    Args:
+        hidden ``[N, E]``, weight ``[V, E]``, bias ``[V]`` or None, labels int64 ``[N]``, lse fp32 ``[N]``,
+        coef fp32 ``[N]`` (0 for rows without gradient); want: which of (dh, dW, db) to compute;
+        tile_counter: as in ``mlm_head_forward`` (counts tiles that did work).
+    Returns:
+        ``(dh [N, E] | None, dW [V, E] | None, db [V] | None)``, float32.
     """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < N
-    gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    active = row_ok & (gold != ignore_index)
-    run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    for s in range(SPLITS):
-        run_max = tl.maximum(run_max, tl.load(part_max_ptr + s * N + rows, mask=row_ok, other=float("-inf")))
-    safe_max = tl.where(run_max == float("-inf"), 0.0, run_max)
-    total = tl.zeros((BLOCK_N,), tl.float32)
-    gold_logit = tl.zeros((BLOCK_N,), tl.float32)
-    best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    best_idx = tl.zeros((BLOCK_N,), tl.int32)
-    for s in range(SPLITS):
-        part = s * N + rows
-        m = tl.load(part_max_ptr + part, mask=row_ok, other=float("-inf"))
-        total += tl.load(part_sum_ptr + part, mask=row_ok, other=0.0) * tl.exp(m - safe_max)
-        gold_logit += tl.load(part_gold_ptr + part, mask=row_ok, other=0.0)
-        b = tl.load(part_best_ptr + part, mask=row_ok, other=float("-inf"))
-        i = tl.load(part_idx_ptr + part, mask=row_ok, other=0)
-        better = b > best
-        best = tl.where(better, b, best)
-        best_idx = tl.where(better, i, best_idx)
-    lse = safe_max + tl.log(tl.where(active, total, 1.0))
-    pred = tl.where(active, best_idx, 0)
-    safe_gold = tl.where(active, gold, 0)
-    corrected = tl.zeros((BLOCK_N,), tl.int1)
-    if HAS_TABLE:
-        lo = tl.load(offsets_ptr + safe_gold, mask=active, other=0)
-        hi = tl.load(offsets_ptr + safe_gold + 1, mask=active, other=0)
-        for _ in range(SEARCH_STEPS):  # lower_bound of pred in the sorted row
-            searching = lo < hi
-            mid = (lo + hi) // 2
-            value = tl.load(syn_ids_ptr + mid, mask=active & searching, other=0)
-            go_right = searching & (value < pred)
-            lo = tl.where(go_right, mid + 1, lo)
-            hi = tl.where(searching & ~go_right, mid, hi)
-        end = tl.load(offsets_ptr + safe_gold + 1, mask=active, other=0)
-        found = tl.load(syn_ids_ptr + lo, mask=active & (lo < end), other=-1) == pred
-        corrected = active & (pred != gold) & found
-    kept = active & ~corrected
-    tl.store(lse_ptr + rows, lse, mask=row_ok)
-    tl.store(loss_ptr + rows, tl.where(kept, lse - gold_logit, 0.0), mask=row_ok)
-    tl.store(pred_ptr + rows, tl.where(active, pred, ignore_index).to(tl.int64), mask=row_ok)
-    tl.store(corrected_ptr + rows, corrected.to(tl.int8), mask=row_ok)
-    if HAS_SR:
-        dot = tl.zeros((BLOCK_N,), tl.float32)
-        gold_sq = tl.zeros((BLOCK_N,), tl.float32)
-        pred_sq = tl.zeros((BLOCK_N,), tl.float32)
-        for e0 in range(0, E_SR, BLOCK_E):
-            ks = e0 + tl.arange(0, BLOCK_E)
-            a, b, _unused_mask = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E_SR, stride_ev, stride_ee)
-            dot += tl.sum(a * b, axis=1)
-            gold_sq += tl.sum(a * a, axis=1)
-            pred_sq += tl.sum(b * b, axis=1)
-        inv_norm = 1.0 / tl.sqrt_rn(tl.maximum(gold_sq * pred_sq, cos_eps_sq))
-        tl.store(sr_ptr + rows, tl.where(active, 1.0 - dot * inv_norm, 0.0), mask=row_ok)
-        tl.store(sr_dot_ptr + rows, dot, mask=row_ok)
-        tl.store(sr_gold_sq_ptr + rows, gold_sq, mask=row_ok)
-        tl.store(sr_pred_sq_ptr + rows, pred_sq, mask=row_ok)
+    _check_head(hidden, weight, bias)
+    bias, labels, lse, coef = map(_flat, (bias, labels, lse, coef))
+    n, width = hidden.shape
+    vocab = weight.shape[0]
+    cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype)
+    want_dh, want_dw, want_db = want[0], want[1], want[2] and bias is not None
+    dh = torch.zeros((n, width), dtype=torch.float32, device=hidden.device) if want_dh else None
+    dw = torch.zeros((vocab, width), dtype=torch.float32, device=hidden.device) if want_dw else None
+    db = torch.zeros(vocab, dtype=torch.float32, device=hidden.device) if want_db else None
+    if want_dh or want_dw or want_db:
+        grid = (triton.cdiv(n, cfg.bwd_block_n) * triton.cdiv(vocab, cfg.bwd_block_v),)
+        dummy = lse
+        kernels._mlm_bwd_kernel[grid](
+            hidden, weight, bias if bias is not None else hidden, labels, rows_first(coef != 0), lse, coef,
+            dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
+            tile_counter if tile_counter is not None else lse,
+            n, vocab, width, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            HAS_BIAS=bias is not None, WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
+            COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v,
+            BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
+            DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages)
+    return dh, dw, db
 
 
-@triton.jit
-def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_ptr, dh_ptr, dw_ptr, db_ptr,
-                    tiles_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we,
-                    HAS_BIAS: tl.constexpr, WANT_DH: tl.constexpr, WANT_DW: tl.constexpr, WANT_DB: tl.constexpr,
-                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
-                    GROUP_N: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr):
-    """Gradient of ``Σ_rows coef · (lse - z_gold)`` for one ``[BLOCK_N, BLOCK_V]`` tile.
+def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, *, ignore_index=-100, config=None):
+    """SR gradient ``[V, E']`` (fp32) scatter-added into the rows of gold and predicted tokens."""
+    check_inputs(sr_embedding=sr_embedding)
+    labels, predictions, coef, dot, gold_sq, pred_sq = map(_flat, (labels, predictions, coef, dot, gold_sq, pred_sq))
+    n = labels.shape[0]
+    vocab, width = sr_embedding.shape
+    cfg = config or head_config(n, vocab, width, sr_embedding.device, sr_embedding.dtype)
+    demb = torch.zeros((vocab, width), dtype=torch.float32, device=sr_embedding.device)
+    kernels._sr_bwd_kernel[(triton.cdiv(n, cfg.row_block_n),)](
+        sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, demb, n, width,
+        sr_embedding.stride(0), sr_embedding.stride(1), ignore_index, COSINE_EPS**2,
+        BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
+    return demb
 
-    ``dz = (exp(z - lse) - onehot(gold)) · coef``; ``dh += dz @ W[tile]``, ``dW[tile] += dzᵀ @ h``,
-    ``db[tile] += Σ_rows dz``, all fp32 atomics.  ``coef`` is 0 on ignored and corrected rows; the rows of
-    a block are ``order[...]`` with the ``coef != 0`` rows first, so such rows fill whole blocks, and a tile
-    whose rows all have ``coef == 0`` returns before touching memory (``COUNT_TILES``: as in the forward).
-
-    Programs are numbered in groups of ``GROUP_N`` row blocks × all vocabulary tiles, so the programs
-    resident at one time add into ~GROUP_N row blocks of ``dh`` and a band of ``dW`` tiles: neither
-    accumulator is hit by every resident program at once (as with a plain row-major grid), and the
-    ``h``/``W`` tiles they read stay in L2.
-    """
-    pid = tl.program_id(0)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_v = tl.cdiv(V, BLOCK_V)
-    group_size = GROUP_N * num_pid_v
-    first_n = (pid // group_size) * GROUP_N
-    group_rows = tl.minimum(num_pid_n - first_n, GROUP_N)
-    pid_n = first_n + (pid % group_size) % group_rows
-    pid_v = (pid % group_size) // group_rows
-    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = slots < N
-    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
-    coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
-    live = row_ok & (coef != 0.0)
-    if tl.max(live.to(tl.int32), axis=0) > 0:
-        if COUNT_TILES:
-            tl.atomic_add(tiles_ptr, 1)
-        cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
-        col_ok = cols < V
-        gold = tl.load(labels_ptr + rows, mask=live, other=-1)
-        lse = tl.load(lse_ptr + rows, mask=live, other=0.0)
-        z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, live, col_ok, E, stride_hn, stride_he,
-                        stride_wv, stride_we, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
-        p = tl.exp(z - lse[:, None])
-        dz = (p - (cols[None, :] == gold[:, None]).to(tl.float32)) * coef[:, None]
-        dz = tl.where(live[:, None] & col_ok[None, :], dz, 0.0)
-        if WANT_DB:
-            # relaxed: plain fire-and-forget reductions (red.global); the default acq_rel would fence each one
-            tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok, sem="relaxed")
-        dz_in = dz.to(h_ptr.dtype.element_ty)
-        rows64 = rows.to(tl.int64)[:, None]  # int64 offsets: N · E and V · E may pass 2^31
-        cols64 = cols.to(tl.int64)[:, None]
-        for e0 in range(0, E, BLOCK_E):
-            ks = e0 + tl.arange(0, BLOCK_E)
-            k_ok = ks < E
-            if WANT_DH:
-                w = tl.load(w_ptr + cols64 * stride_wv + ks.to(tl.int64)[None, :] * stride_we,
-                            mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-                dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
-                tl.atomic_add(dh_ptr + rows64 * E + ks[None, :], dh, mask=live[:, None] & k_ok[None, :],
-                              sem="relaxed")
-            if WANT_DW:
-                h = tl.load(h_ptr + rows64 * stride_hn + ks.to(tl.int64)[None, :] * stride_he,
-                            mask=live[:, None] & k_ok[None, :], other=0.0)
-                dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
-                tl.atomic_add(dw_ptr + cols64 * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :],
-                              sem="relaxed")
-
-
-@triton.jit
-def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr, pred_sq_ptr, demb_ptr,
-                   N, E, stride_ev, stride_ee, ignore_index, cos_eps_sq,
-                   BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Scatter-add the SR gradient into the embedding rows of gold (a) and prediction (b).
-
-    ``d(1 - cos)/da = -coef · (b·r - dot·r³·|b|²·a)`` with ``r = 1/sqrt(max(|a|²|b|², eps²))`` (the r³ term
-    vanishes where the clamp is active), symmetrically for b.
-    """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < N
-    gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
-    active = row_ok & (gold != ignore_index) & (coef != 0.0)
-    if tl.max(active.to(tl.int32), axis=0) > 0:
-        pred = tl.load(pred_ptr + rows, mask=active, other=0)
-        safe_gold = tl.where(active, gold, 0)
-        dot = tl.load(dot_ptr + rows, mask=active, other=0.0)
-        a_sq = tl.load(gold_sq_ptr + rows, mask=active, other=1.0)
-        b_sq = tl.load(pred_sq_ptr + rows, mask=active, other=1.0)
-        prod = a_sq * b_sq
-        r = 1.0 / tl.sqrt_rn(tl.maximum(prod, cos_eps_sq))
-        r3 = tl.where(prod > cos_eps_sq, r * r * r, 0.0)
-        for e0 in range(0, E, BLOCK_E):
-            ks = e0 + tl.arange(0, BLOCK_E)
-            a, b, m2 = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E, stride_ev, stride_ee)
-            da = -coef[:, None] * (b * r[:, None] - (dot * r3 * b_sq)[:, None] * a)
-            db = -coef[:, None] * (a * r[:, None] - (dot * r3 * a_sq)[:, None] * b)
-            tl.atomic_add(demb_ptr + safe_gold.to(tl.int64)[:, None] * E + ks[None, :], da, mask=m2,
-                          sem="relaxed")
-            tl.atomic_add(demb_ptr + pred.to(tl.int64)[:, None] * E + ks[None, :], db, mask=m2, sem="relaxed")
