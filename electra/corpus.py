@@ -19,9 +19,12 @@ import glob
 import hashlib
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+
+from electra.sentences import split_sentences  # noqa: F401  (re-exported: part of the corpus API)
+from tnops.io import read_utf8_text
 
 BUILTIN_CORPORA = ("python-docs", "wordnet")
 # Where the apt packages put their files; module-level so tests (and unusual systems) can redirect them.
@@ -80,11 +83,11 @@ def _files_source(path: Path, pattern: str | None) -> CorpusSource:
     else:
         files = [path]
 
-    def read() -> list[str]:
-        return [doc for f in files for doc in _blocks(f.read_text(encoding="utf-8", errors="replace"))]
+    def read() -> list[str]:  # strict UTF-8: a binary or mis-encoded file is an error naming it, never garbage
+        return [doc for f in files for doc in _blocks(read_utf8_text(f, what="corpus file", argument="corpus"))]
 
-    return CorpusSource("files", f"{len(files)} text file(s) under {path}",
-                        {"files": _file_stats(files)}, read)
+    identity = {"files": _file_stats(files), "decoding": "utf-8-strict"}  # caches of lenient decoding: rebuilt
+    return CorpusSource("files", f"{len(files)} text file(s) under {path}", identity, read)
 
 
 # ------------------------------------------------------------------------ Hugging Face datasets
@@ -156,10 +159,10 @@ _INLINE_RULES = [
     (re.compile(r"\|[\w -]+\|_{0,2}"), ""),                            # |substitutions|
     (re.compile(r"\*\*([^*\s](?:[^*\n]*[^*\s])?)\*\*"), r"\1"),
     (re.compile(r"\*(?<![\w*]\*)([^*\s](?:[^*\n]*[^*\s])?)\*(?![\w*])"), r"\1"),
-    (re.compile(r"_(?<=[A-Za-z0-9]_)(?=[\s.,;:!?)]|$)", re.M), ""),    # word_ hyperlink references
+    (re.compile(r"_(?<=[A-Za-z0-9]_)(?=[\s.,;:!?)]|$)", re.MULTILINE), ""),    # word_ hyperlink references
     (re.compile(r"\\(.)"), r"\1"),
     (re.compile(r"  +"), " "),  # tabs were expanded line by line
-    (re.compile(r" (?=[,.;:](?:\s|$))", re.M), ""),
+    (re.compile(r" (?=[,.;:](?:\s|$))", re.MULTILINE), ""),
 ]
 _LINK_TARGET = re.compile(r"\s*<[^<>]*>$")
 _NON_LETTERS = re.compile(r"[^A-Za-z\u00c0-\u024f]+")
@@ -367,9 +370,11 @@ def load_documents(corpus=None, *, pattern: str | None = None, column: str = "te
 
     Args:
         corpus: one of
-            * a text file: one document per blank-line-separated block;
+            * a UTF-8 text file: one document per blank-line-separated block;
             * a directory: every ``*.txt`` and extension-less file below it (recursively, hidden
-              names skipped, sorted), or those matching the glob ``pattern``; blocks as above;
+              names skipped, sorted), or those matching the glob ``pattern``; blocks as above.  A file
+              that is not UTF-8 text (binary, Latin-1, UTF-16) is refused, also inside a directory
+              (ValueError naming it; exclude it with ``pattern``), never decoded into garbage;
             * ``"name[:config[:split]]"`` or ``"hf:name..."``: a Hugging Face ``datasets`` dataset
               (split default ``train``), one document per non-empty row of ``column``; needs
               ``pip install datasets``;
@@ -386,33 +391,7 @@ def load_documents(corpus=None, *, pattern: str | None = None, column: str = "te
     Raises:
         FileNotFoundError: a path that does not exist, or no built-in corpus installed.
         ImportError: a datasets name without the datasets library.
-        ValueError: the corpus holds no documents, or a malformed name.
+        ValueError: the corpus holds no documents, a file is not UTF-8 text, or a malformed name.
         TypeError: ``corpus`` or ``pattern`` of the wrong type.
     """
     return resolve_corpus(corpus, pattern=pattern, column=column).load()
-
-
-_SENTENCE_END = re.compile(r"""[.!?]+["')\]]*(?:[ \t]*\n\s*|\s+(?=["'(\[]?[A-Z0-9]))|:[ \t]*\n\s*""")
-_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "cf", "al", "mr", "mrs", "ms", "dr", "st", "no", "fig", "approx"}
-
-
-def split_sentences(document: str) -> list[str]:
-    """Split a document into sentences: after ``.``, ``!``, ``?`` (and closing quotes or brackets) or
-    ``:`` that end a line, and after ``.!?`` followed by a capital, a digit or an opening quote.  Line breaks
-    elsewhere are spaces, so wrapped paragraphs, one-sentence-per-line files and one-paragraph-per-line
-    documents all split the same way.  Common abbreviations and initials do not end a sentence.
-
-    Returns:
-        list[str], each stripped and non-empty, whitespace collapsed.
-    """
-    sentences, start = [], 0
-    for match in _SENTENCE_END.finditer(document):
-        if "\n" not in match.group():
-            word = document[start:match.start()].rsplit(None, 1)[-1:] or [""]
-            word = word[0].lstrip("([\"'").lower()
-            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
-                continue
-        sentences.append(document[start:match.end()])
-        start = match.end()
-    sentences.append(document[start:])
-    return [" ".join(s.split()) for s in sentences if s.strip()]

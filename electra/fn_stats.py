@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 import tnops
 from electra import data as edata
+from electra.arguments import integer
 from electra.masking import mask_tokens
 
 
@@ -47,7 +49,7 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
     length = split.max_seq_length
     max_predictions = max_predictions or int(0.155 * length)
     special = sorted({i for i in tokenizer.all_special_ids if i is not None})
-    totals = dict(sequences=0, masked=0, mismatched=0, corrected=0, sequences_with_correction=0)
+    totals = {"sequences": 0, "masked": 0, "mismatched": 0, "corrected": 0, "sequences_with_correction": 0}
     for i, batch in enumerate(edata.eval_batches(split, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
@@ -79,11 +81,11 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="export dir of electra-pretrain (…/final) or a generator dir")
     p.add_argument("--corpus", default=None, help="text file, directory, datasets name (default: built-in corpus)")
     p.add_argument("--synonyms", default=None, help="saved table (default: the one beside the model, else WordNet)")
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--max-seq-length", type=integer(8), default=128)
+    p.add_argument("--batch-size", type=integer(1), default=32)
+    p.add_argument("--max-batches", type=integer(1), default=None)
     p.add_argument("--prediction", default="sample", choices=["sample", "argmax"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = p.parse_args(argv)
     from transformers import AutoModelForMaskedLM
@@ -94,9 +96,13 @@ def main(argv=None) -> int:
         p.error(f"--model: no generator checkpoint (config.json) in {model_dir} or {model_dir / 'generator'}")
     tokenizer = edata.load_tokenizer(str(gen_dir) if (gen_dir / "tokenizer_config.json").exists() else None)
     generator = AutoModelForMaskedLM.from_pretrained(gen_dir)
-    synonyms = _synonyms(args.synonyms, model_dir, tokenizer)
-    dataset = edata.build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
-                                  progress=False)
+    try:  # a corrupt or foreign table, a missing or non-UTF-8 corpus: one line, exit status 2
+        synonyms = _synonyms(args.synonyms, model_dir, tokenizer)
+        dataset = edata.build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
+                                      progress=False)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"electra-fn-stats: error: {error}", file=sys.stderr)
+        return 2
     stats = false_negative_stats(generator, tokenizer, synonyms, dataset.train, batch_size=args.batch_size,
                                  max_batches=args.max_batches, prediction=args.prediction, seed=args.seed)
     if args.json:

@@ -1,4 +1,6 @@
-"""The pre-training CLI end to end on CPU: learning, exact resume, 2-process DDP, export, fn-stats."""
+"""The pre-training CLI end to end on CPU: learning, exact resume, 2-process DDP, export, fn-stats, and the
+hardening of issue 8: checkpoints read without unpickling code, checked hyper-parameters, non-finite losses
+never trained on or exported, runs without evaluation finishing cleanly."""
 import json
 import os
 import subprocess
@@ -32,7 +34,7 @@ def args_for(setup, out, *extra):
 
 
 def final_params(out):
-    return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def test_thirty_steps_lower_the_loss_and_export(setup, tmp_path):
@@ -61,7 +63,7 @@ def test_resume_continues_exactly(setup, tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     pretrain.train(pretrain.parse_args(args_for(setup, whole, "--max-steps", "6")))
     pretrain.train(pretrain.parse_args(args_for(setup, parts, "--max-steps", "6", "--stop-after", "3")))
-    assert torch.load(parts / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert torch.load(parts / "checkpoint.pt", weights_only=True)["step"] == 3  # plain tensors and values only
     pretrain.train(pretrain.parse_args(args_for(setup, parts, "--max-steps", "6", "--resume")))
     a, b = final_params(whole), final_params(parts)
     assert a.keys() == b.keys()
@@ -77,7 +79,7 @@ def test_two_process_gloo_equals_one_process(setup, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29731", "-m", "electra.pretrain", *args_for(setup, double, *common)],
-                         capture_output=True, text=True, timeout=600, env=env)
+                         capture_output=True, text=True, timeout=600, env=env, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     h1 = json.loads((single / "history.json").read_text())
     h2 = json.loads((double / "history.json").read_text())
@@ -127,6 +129,106 @@ def test_fn_stats_counts_every_listed_mismatch(setup):
 def test_cli_argument_errors(capsys):
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--max-steps", "0"])
-    assert "--max-steps must be positive" in capsys.readouterr().err
+    assert "argument --max-steps: expected an integer >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pretrain.parse_args(["--preset", "enormous"])
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--learning-rate", "nan"), ("--learning-rate", "inf"), ("--learning-rate", "0"), ("--learning-rate", "-1e-3"),
+    ("--sr-weight", "nan"), ("--sr-weight", "-1"), ("--sentence-sr", "inf"), ("--dropout", "1"),
+    ("--dropout", "nan"), ("--dropout", "-0.1"), ("--warmup-steps", "-1"), ("--batch-size", "0"),
+    ("--grad-accum", "0"), ("--max-seq-length", "4"), ("--max-seq-length", "1024"), ("--eval-batches", "-1"),
+    ("--eval-every", "0"), ("--save-every", "0"), ("--stop-after", "0"), ("--seed", "-1"), ("--max-steps", "1.5"),
+])  # fmt: skip
+def test_every_hyper_parameter_is_checked_naming_its_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.parse_args([f"{flag}={value}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected " in err and value in err, err
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted checkpoint can do under weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(setup, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "checkpoint.pt"
+    torch.save({"model": _RunsCode(marker), "step": 1, "history": []}, evil)
+    assert pretrain.main(args_for(setup, tmp_path / "run", "--max-steps", "2", "--resume", str(evil))) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists(), "unpickling the checkpoint ran its code"
+    assert err.startswith("electra-pretrain: error: --resume: ") and str(evil) in err, err
+    assert "is corrupt or is not a electra-pretrain checkpoint" in err and "run arbitrary code" in err, err
+
+
+def test_resume_names_a_corrupt_or_incomplete_checkpoint(setup, tmp_path, capsys):
+    truncated, incomplete = tmp_path / "truncated.pt", tmp_path / "incomplete.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}, "step": 1}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    torch.save({"model": {}, "step": 1, "history": []}, incomplete)
+    for path, message in [(truncated, "is corrupt or is not a electra-pretrain checkpoint"),
+                          (incomplete, "missing key(s) 'optimizer', 'scheduler', 'data', 'rng'"),
+                          (tmp_path / "none.pt", "no such file")]:
+        assert pretrain.main(args_for(setup, tmp_path / "run", "--max-steps", "2", "--resume", str(path))) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("electra-pretrain: error: --resume: ") and message in err and str(path) in err, err
+
+
+def test_a_non_finite_loss_stops_the_run_and_exports_nothing(setup, tmp_path, capsys):
+    out = tmp_path / "run"  # lr 1e30 is finite and positive, so accepted; step 1's update overflows the weights
+    assert pretrain.main(args_for(setup, out, "--max-steps", "3", "--learning-rate", "1e30", "--warmup-steps", "0",
+                                  "--save-every", "1")) == 1
+    err = capsys.readouterr().err
+    assert "electra-pretrain: error: step 2: non-finite training loss" in err and "--on-nonfinite skip" in err, err
+    assert not (out / "final").exists() and not (out / "history.json").exists()
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)  # step 1's, written before the NaN step
+    assert saved["step"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_on_nonfinite_skip_skips_and_counts_the_step(setup, tmp_path, monkeypatch):
+    from electra.modeling import ElectraTNForPretraining
+
+    forward, calls = ElectraTNForPretraining.forward, []
+
+    def poisoned(self, *args, **kwargs):  # the second training step's loss is NaN
+        out = forward(self, *args, **kwargs)
+        calls.append(self.training)
+        if self.training and calls.count(True) == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(ElectraTNForPretraining, "forward", poisoned)
+    out = tmp_path / "run"
+    summary = pretrain.train(pretrain.parse_args(args_for(setup, out, "--max-steps", "3", "--on-nonfinite", "skip")))
+    history = json.loads((out / "history.json").read_text())  # strict JSON: the NaN loss is written as null
+    assert [r.get("skipped", False) for r in history] == [False, True, False]
+    assert [r["nonfinite_skipped"] for r in history] == [0, 1, 1] and summary["nonfinite_skipped"] == 1
+    assert history[1]["loss"] is None and history[2]["loss"] > 0
+    params = final_params(out)
+    assert all(torch.isfinite(v).all() for v in params.values()) and (out / "final" / "generator").is_dir()
+
+
+@pytest.mark.parametrize("case", ["eval-batches-0", "one-example-corpus"])
+def test_runs_without_any_evaluation_write_history_and_plot(setup, tmp_path, case):
+    out = tmp_path / "run"
+    if case == "eval-batches-0":
+        argv = args_for(setup, out, "--max-steps", "2", "--eval-batches", "0")
+    else:  # one example: nothing can be held out, so the final evaluation has no batch
+        corpus = tmp_path / "one.txt"
+        corpus.write_text("A single short sentence is the whole corpus.\n", encoding="utf-8")
+        argv = args_for(setup, out, "--max-steps", "2", "--corpus", str(corpus), "--cache-dir", str(tmp_path / "c"),
+                        "--batch-size", "1")
+    summary = pretrain.train(pretrain.parse_args(argv))
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2 and not any("eval" in r for r in history)
+    assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "final" / "discriminator").is_dir()
+    assert summary["plot"] == str(out / "loss_curve.png")

