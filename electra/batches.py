@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class Batch:
     epoch: int
     step: int
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
+    def to(self, device, non_blocking: bool = False) -> Batch:
         moved = {k: getattr(self, k).to(device, non_blocking=non_blocking)
                  for k in ("input_ids", "attention_mask", "token_type_ids", "indices")}
         return Batch(**moved, global_offset=self.global_offset, epoch=self.epoch, step=self.step)
@@ -92,7 +93,7 @@ class BatchStream:
             self._permutation = (epoch, torch.randperm(len(self.dataset), generator=generator))
         return self._permutation[1]
 
-    def __iter__(self) -> "BatchStream":
+    def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> Batch:

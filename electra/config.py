@@ -68,7 +68,7 @@ class ElectraTNConfig:
     preset: str = "small"
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "ElectraTNConfig":
+    def from_preset(cls, name: str, **overrides) -> ElectraTNConfig:
         """The preset ``name`` (tiny, small, base, large) with ``overrides`` applied; ValueError for unknown names."""
         if name not in PRESETS:
             raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {name!r}")
@@ -82,7 +82,7 @@ class ElectraTNConfig:
             config.max_predictions = int((config.mask_prob + 0.005) * config.max_seq_length)
         return config
 
-    def for_tokenizer(self, tokenizer) -> "ElectraTNConfig":
+    def for_tokenizer(self, tokenizer) -> ElectraTNConfig:
         """A copy whose vocabulary and special ids come from a Hugging Face tokenizer."""
         special = sorted({i for i in tokenizer.all_special_ids if i is not None})
         return dataclasses.replace(self, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -117,5 +117,5 @@ class ElectraTNConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path) -> "ElectraTNConfig":
+    def load(cls, path) -> ElectraTNConfig:
         return cls(**json.loads(Path(path).read_text()))

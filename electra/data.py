@@ -28,9 +28,9 @@ import random
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -166,7 +166,7 @@ class PretrainingData:
 
     train: PretrainingSplit
     eval: PretrainingSplit
-    tokenizer: Any = field(repr=False)
+    tokenizer: object = field(repr=False)  # a transformers tokenizer
     cache_path: Path | None
     meta: dict = field(repr=False)
 
@@ -400,7 +400,7 @@ def build_dataset(corpus=None, tokenizer=None, max_seq_length: int = 128, cache_
                 splits, meta = _read_cache(directory, max_seq_length)
                 return PretrainingData(splits["train"], splits["eval"], tokenizer, directory, meta)
             except Exception as error:  # a damaged cache is rebuilt, not trusted
-                warnings.warn(f"electra data cache {directory} is unreadable ({error}); rebuilding")
+                warnings.warn(f"electra data cache {directory} is unreadable ({error}); rebuilding", stacklevel=2)
                 shutil.rmtree(directory, ignore_errors=True)
 
     documents = source.load()

@@ -19,7 +19,8 @@ _KEEP_STREAM = 0x5EED_0F_0E1EC7  # a second, independent Philox key for the keep
 
 
 class Masked(NamedTuple):
-    """``input_ids`` with [MASK] written in, ``labels`` (original id where selected, -100 elsewhere), ``selected`` bool."""
+    """``input_ids`` with [MASK] written in, ``labels`` (original id where selected, -100 elsewhere),
+    ``selected`` bool."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor

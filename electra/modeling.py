@@ -10,9 +10,9 @@ halves as ``ElectraForPreTraining`` / ``ElectraForMaskedLM`` checkpoints that ``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

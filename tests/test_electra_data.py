@@ -9,8 +9,7 @@ import torch
 from electra import corpus as corpus_module
 from electra import data
 from electra.corpus import clean_rest, load_documents, split_sentences
-from electra.data import (BatchStream, PretrainingSplit, build_dataset, eval_batches, load_tokenizer,
-                          pack_examples)
+from electra.data import BatchStream, PretrainingSplit, build_dataset, eval_batches, load_tokenizer, pack_examples
 
 CLS, SEP, PAD = 101, 102, 0
 PROSE = [

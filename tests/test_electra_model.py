@@ -43,7 +43,8 @@ def test_masking_counts_proportions_and_determinism():
     n = (mask.bool() & (ids != 101) & (ids != 102)).sum(1)
     expected = (n.double() * 0.15).round().long().clamp(1, 19)
     assert torch.equal(out.selected.sum(1), expected)
-    assert not out.selected[ids == 101].any() and not out.selected[ids == 102].any() and not out.selected[mask == 0].any()
+    assert not out.selected[ids == 101].any() and not out.selected[ids == 102].any()
+    assert not out.selected[mask == 0].any()
     became_mask = (out.input_ids == 103) & out.selected
     assert 0.78 < became_mask.sum() / out.selected.sum() < 0.92  # 85 % [MASK], 15 % unchanged, no random tokens
     assert torch.equal(out.input_ids[out.selected & ~became_mask], ids[out.selected & ~became_mask])
@@ -139,7 +140,8 @@ def test_export_loads_with_transformers_auto_classes(tmp_path):
 
 def test_config_presets_follow_the_recipe():
     small = ElectraTNConfig.from_preset("small")
-    assert (small.hidden_size, small.generator_hidden_size, small.embedding_size, small.max_predictions) == (256, 64, 128, 19)
+    sizes = (small.hidden_size, small.generator_hidden_size, small.embedding_size, small.max_predictions)
+    assert sizes == (256, 64, 128, 19)
     base = ElectraTNConfig.from_preset("base")
     assert base.generator_hidden_size == 256 and base.learning_rate == 2e-4 and base.batch_size == 256
     with pytest.raises(ValueError, match="preset: expected one of"):

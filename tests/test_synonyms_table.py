@@ -107,7 +107,8 @@ def test_is_synonym_matches_python_loop():
     gold[0, :5] = -100  # ignore_index rows
     pred[1, :10] = gold[1, :10]  # r == y is never a synonym
     rows = {key: set(table.synonyms(key)) for key in range(vocab_size)}
-    expected = [[0 <= g < vocab_size and p in rows[g] for g, p in zip(gs, ps)] for gs, ps in zip(gold.tolist(), pred.tolist())]
+    expected = [[0 <= g < vocab_size and p in rows[g] for g, p in zip(gs, ps)]
+                for gs, ps in zip(gold.tolist(), pred.tolist())]
     result = table.is_synonym(gold, pred)
     assert result.dtype == torch.bool and result.shape == gold.shape
     assert result.tolist() == expected
