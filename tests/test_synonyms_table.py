@@ -191,6 +191,27 @@ def test_symmetrized_adds_reverse_pairs_only():
     assert both.build_record["symmetrized"] is True and both.vocab_hash == table.vocab_hash
 
 
+
+def test_build_skeleton_records_and_symmetrizes():
+    import importlib
+
+    from tnops.synonyms.build import begin_build, finish_build
+
+    ctx = begin_build(TOKENS, stopwords=["the"], symmetric=True)
+    assert ctx.key_ids == [1, 2, 3, 4, 5] and ctx.stopwords_option == ["the"] and ctx.symmetric is True
+    options = {"rule": "test", "stopwords": ctx.stopwords_option, "symmetric": ctx.symmetric}
+    table = finish_build(ctx, {4: [5, 7]}, source="test", version="1", options=options, extra=3)
+    record = table.build_record
+    assert (record["source"], record["version"], record["options"], record["extra"]) == ("test", "1", options, 3)
+    assert record["num_candidates"] == table.num_candidates == 5 and record["symmetrized"] is True
+    assert record["vocabulary"] == {"source": "list", "size": 8, "family": "wordpiece", "lowercase": True}
+    assert table.synonyms(4) == [5, 7] and table.synonyms(5) == [4] and table.synonyms(7) == [4]
+    assert begin_build(TOKENS).stopwords_option == "english"
+    with pytest.raises(TypeError, match="symmetric: expected a bool, got str"):
+        begin_build(TOKENS, symmetric="yes")
+    # table.py holds the CSR structure only: the builders are imported when a from_* method runs.
+    assert not hasattr(importlib.import_module("tnops.synonyms.table"), "table_from_build")
+
 def test_repr_names_sizes_and_source():
     text = repr(small_table(build_record={"source": "wordnet", "version": "3.0"}, num_candidates=5))
     assert text == "SynonymTable(vocab_size=8, keys=4, pairs=5, coverage=80.00%, source='wordnet 3.0', device=cpu)"

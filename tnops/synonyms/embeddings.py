@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+from .build import begin_build, finish_build
+from .table import SynonymTable
 
 # Query rows per block are chosen so one similarity block holds about this many floats. On CPU the
 # block is written and then scanned by topk, so it should stay cache-sized: 8 MiB blocks measured 1.8 s
@@ -28,7 +31,7 @@ from tqdm.auto import tqdm
 _SIMILARITY_BLOCK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 26}
 
 
-def read_word_vectors(path, keep: Callable[[str], bool] | None = None) -> tuple:
+def read_word_vectors(path: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> tuple:
     """Read word vectors in GloVe or word2vec text format.
 
     Args:
@@ -123,9 +126,11 @@ def nearest_neighbours(vectors: torch.Tensor, query_rows: torch.Tensor, k: int, 
     return torch.cat(queries), torch.cat(neighbours)
 
 
-def build_embedding_table(vectors, vocab, *, k: int = 10, threshold: float | None = None, stopwords=None,
-                          symmetric: bool = False, family: str | None = None, lowercase: bool | None = None,
-                          device=None, chunk_size: int | None = None, progress: bool = False):
+def build_embedding_table(vectors: str | os.PathLike | torch.Tensor, vocab: Any, *, k: int = 10,
+                          threshold: float | None = None, stopwords: Any = None, symmetric: bool = False,
+                          family: str | None = None, lowercase: bool | None = None,
+                          device: torch.device | str | None = None, chunk_size: int | None = None,
+                          progress: bool = False) -> SynonymTable:
     """Top-k cosine-neighbour table (``SynonymTable.from_embeddings``).
 
     Args:
@@ -146,12 +151,10 @@ def build_embedding_table(vectors, vocab, *, k: int = 10, threshold: float | Non
         SynonymTable.
 
     Raises:
-        TypeError: vectors is neither a path nor a floating tensor; k not an int; threshold not a number.
+        TypeError: vectors is neither a path nor a floating tensor; k not an int; threshold not a number;
+            symmetric not a bool.
         ValueError: k < 1, threshold outside [-1, 1], tensor shape not [V, D], unreadable file.
     """
-    from .table import table_from_build
-    from .tokens import analyze_vocabulary, load_stopwords
-
     if not isinstance(k, int) or isinstance(k, bool):
         raise TypeError(f"k: expected an int, got {type(k).__name__}")
     if k < 1:
@@ -161,9 +164,8 @@ def build_embedding_table(vectors, vocab, *, k: int = 10, threshold: float | Non
             raise TypeError(f"threshold: expected a float or None, got {type(threshold).__name__}")
         if not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold: a cosine lies in [-1, 1], got {threshold}")
-    started = time.perf_counter()
-    words = analyze_vocabulary(vocab, family=family, lowercase=lowercase)
-    stop = load_stopwords(stopwords)
+    ctx = begin_build(vocab, stopwords=stopwords, symmetric=symmetric, family=family, lowercase=lowercase)
+    words = ctx.words
     if isinstance(vectors, torch.Tensor):
         if not vectors.is_floating_point() or vectors.dim() != 2:
             raise ValueError(f"vectors: expected a floating tensor [V, D], got {vectors.dtype} {tuple(vectors.shape)}")
@@ -191,12 +193,10 @@ def build_embedding_table(vectors, vocab, *, k: int = 10, threshold: float | Non
                         f"got {type(vectors).__name__}")
     if device is not None:
         matrix = matrix.to(device)
-    stop_word = [words.words[i].lower() in stop for i in token_ids.tolist()]
+    stop_word = [words.words[i].lower() in ctx.stopwords for i in token_ids.tolist()]
     query_rows = torch.tensor([row for row, is_stop in enumerate(stop_word) if not is_stop], dtype=torch.int64)
     queries, neighbours = nearest_neighbours(matrix, query_rows, k, threshold, chunk_size, progress)
-    key_ids = words.key_ids(stop)
-    options = {"k": k, "threshold": threshold, "symmetric": symmetric, "vectors_matched": len(token_ids),
-               "stopwords": "english" if stopwords in (None, True, "english") else sorted(stop)}
-    table = table_from_build((token_ids[queries], token_ids[neighbours]), words, key_ids, source=source,
-                             version=version, options=options, seconds=time.perf_counter() - started)
-    return table.symmetrized() if symmetric else table
+    options = {"k": k, "threshold": threshold, "symmetric": ctx.symmetric, "vectors_matched": len(token_ids),
+               "stopwords": ctx.stopwords_option}
+    return finish_build(ctx, (token_ids[queries], token_ids[neighbours]), source=source, version=version,
+                        options=options)

@@ -20,17 +20,20 @@ adds every reverse pair.
 """
 from __future__ import annotations
 
-import codecs
 import os
 import re
-import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+from .build import begin_build, finish_build
+from .table import SynonymTable
+from .tokens import VocabularyWords
 
 _ANNOTATION = re.compile(r"^(.*?)\s*\(([^()]*)\)$")
 
 
-def _dat_path(dat_path) -> Path:
+def _dat_path(dat_path: Any) -> Path:
     if not isinstance(dat_path, (str, os.PathLike)):
         raise TypeError(f"dat_path: expected a path to a MyThes .dat file, got {type(dat_path).__name__}")
     path = Path(dat_path)
@@ -55,7 +58,7 @@ class MythesThesaurus:
         headwords: dict headword -> (first meaning line, number of meaning lines).
     """
 
-    def __init__(self, lines: list, headwords: dict, encoding: str):
+    def __init__(self, lines: list, headwords: dict, encoding: str) -> None:
         self._lines = lines
         self.headwords = headwords
         self.encoding = encoding
@@ -73,7 +76,7 @@ class MythesThesaurus:
         return meanings
 
 
-def read_mythes(dat_path) -> MythesThesaurus:
+def read_mythes(dat_path: str | os.PathLike) -> MythesThesaurus:
     """Read and index a MyThes ``.dat`` thesaurus.
 
     Args:
@@ -83,19 +86,23 @@ def read_mythes(dat_path) -> MythesThesaurus:
         MythesThesaurus (``len`` = number of headwords; ``meanings(headword)`` parses one entry).
 
     Raises:
-        ValueError: missing file, unknown encoding on the first line, or a malformed entry header
-            (line number given).
+        ValueError: missing file, unknown encoding on the first line, bytes that are not valid in that
+            encoding, or a malformed entry header (file and line number given).
     """
     path = _dat_path(dat_path)
     raw = path.read_bytes()
     first_line, _, body = raw.partition(b"\n")
     encoding = first_line.decode("ascii", "replace").strip()
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ValueError(f"dat_path: {path} names encoding {encoding!r} on its first line, which Python does not "
-                         "know") from None
-    lines = body.decode(encoding, errors="replace").split("\n")
+        text = body.decode(encoding)
+    except LookupError:  # unknown, or not a text encoding ("rot13", "base64")
+        raise ValueError(f"dat_path: {path} names encoding {encoding!r} on its first line, which is not a text "
+                         "encoding Python knows") from None
+    except UnicodeDecodeError as error:  # never "replace": a mis-declared file would give wrong headwords
+        line = body.count(b"\n", 0, error.start) + 2  # the encoding line is line 1
+        raise ValueError(f"dat_path: {path}:{line}: bytes {body[error.start:error.end]!r} are not valid {encoding} "
+                         "(the encoding named on the file's first line)") from None
+    lines = text.split("\n")
     headwords = {}
     number = 0
     while number < len(lines):
@@ -115,7 +122,8 @@ def read_mythes(dat_path) -> MythesThesaurus:
     return MythesThesaurus(lines, headwords, encoding)
 
 
-def mythes_synonym_lists(thesaurus: MythesThesaurus, words, key_ids, keep_annotations: Iterable[str] = ()) -> dict:
+def mythes_synonym_lists(thesaurus: MythesThesaurus, words: VocabularyWords, key_ids: list,
+                         keep_annotations: Iterable[str] = ()) -> dict:
     """Synonym ids of every key token from a thesaurus.
 
     Args:
@@ -145,8 +153,9 @@ def mythes_synonym_lists(thesaurus: MythesThesaurus, words, key_ids, keep_annota
     return rows
 
 
-def build_mythes_table(dat_path, vocab, *, keep_annotations: Iterable[str] = (), stopwords=None,
-                       symmetric: bool = False, family: str | None = None, lowercase: bool | None = None):
+def build_mythes_table(dat_path: str | os.PathLike, vocab: Any, *, keep_annotations: Iterable[str] = (),
+                       stopwords: Any = None, symmetric: bool = False, family: str | None = None,
+                       lowercase: bool | None = None) -> SynonymTable:
     """Thesaurus synonym table over a vocabulary (``SynonymTable.from_mythes``).
 
     Args:
@@ -164,23 +173,13 @@ def build_mythes_table(dat_path, vocab, *, keep_annotations: Iterable[str] = (),
     Raises:
         TypeError/ValueError: bad ``dat_path`` (missing, unknown encoding, malformed) or options.
     """
-    from .table import table_from_build
-    from .tokens import analyze_vocabulary, load_stopwords
-
+    path = _dat_path(dat_path)
     if isinstance(keep_annotations, str):
         raise TypeError("keep_annotations: expected an iterable of annotation strings, got one str")
     keep_annotations = tuple(keep_annotations)
-    if not isinstance(symmetric, bool):
-        raise TypeError(f"symmetric: expected a bool, got {type(symmetric).__name__}")
-    started = time.perf_counter()
-    thesaurus = read_mythes(dat_path)
-    words = analyze_vocabulary(vocab, family=family, lowercase=lowercase)
-    stop = load_stopwords(stopwords)
-    key_ids = words.key_ids(stop)
-    rows = mythes_synonym_lists(thesaurus, words, key_ids, keep_annotations)
-    options = {"file": Path(_dat_path(dat_path)).name, "encoding": thesaurus.encoding,
-               "keep_annotations": sorted(keep_annotations),
-               "stopwords": "english" if stopwords in (None, True, "english") else sorted(stop), "symmetric": symmetric}
-    table = table_from_build(rows, words, key_ids, source="mythes", version=Path(_dat_path(dat_path)).stem,
-                             options=options, seconds=time.perf_counter() - started, headwords=len(thesaurus))
-    return table.symmetrized() if symmetric else table
+    ctx = begin_build(vocab, stopwords=stopwords, symmetric=symmetric, family=family, lowercase=lowercase)
+    thesaurus = read_mythes(path)
+    rows = mythes_synonym_lists(thesaurus, ctx.words, ctx.key_ids, keep_annotations)
+    options = {"file": path.name, "encoding": thesaurus.encoding, "keep_annotations": sorted(keep_annotations),
+               "stopwords": ctx.stopwords_option, "symmetric": ctx.symmetric}
+    return finish_build(ctx, rows, source="mythes", version=path.stem, options=options, headwords=len(thesaurus))

@@ -13,7 +13,8 @@ WordNet's morphy maps inflections one way, thesaurus entries and nearest neighbo
 
 A table remembers the sha256 of the vocabulary it was built for; ``load(path, vocab)`` refuses a
 table built for a different tokenizer. Its ``build_record`` says how it was made (source, source
-version, options, counts).
+version, options, counts); the builders live with their sources (wordnet.py, mythes.py,
+embeddings.py) and share the skeleton in build.py, imported here only when a ``from_*`` method runs.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class SynonymTable:
 
     def __init__(self, offsets: torch.Tensor, ids: torch.Tensor, *, vocab_hash: str | None = None,
                  tokens=None, build_record: dict | None = None, num_candidates: int | None = None,
-                 _validate: bool = True):
+                 _validate: bool = True) -> None:
         self.offsets = _as_index_tensor(offsets, "offsets")
         self.ids = _as_index_tensor(ids, "ids")
         if self.offsets.numel() < 1:
@@ -101,7 +102,7 @@ class SynonymTable:
         self._device_copies = {}
 
     # ------------------------------------------------------------------ construction helpers
-    def _validate(self):
+    def _validate(self) -> None:
         offsets = self.offsets.cpu().long()
         ids = self.ids.cpu().long()
         if offsets[0] != 0:
@@ -382,33 +383,3 @@ class SynonymTable:
         return (f"SynonymTable(vocab_size={self.vocab_size}, keys={self.num_keys}, pairs={self.num_pairs}, "
                 f"coverage={self.coverage():.2%}, source={source!r}, device={self.device})")
 
-
-def table_from_build(rows, words, key_ids, *, source: str, version: str | None, options: dict,
-                     seconds: float, **record) -> SynonymTable:
-    """Assemble a builder's result into a table with its vocabulary hash and build record.
-
-    Args:
-        rows: ``{key id: synonym ids}`` or a ``(keys, values)`` pair of id arrays (unsorted, repeats
-            allowed; self-pairs are dropped).
-        words: the :class:`~tnops.synonyms.tokens.VocabularyWords` the rows refer to (V tokens).
-        key_ids: the candidate keys (whole words, not stop-words); their count is the coverage denominator.
-        source, version, options: what built the table, recorded verbatim (options must be plain values).
-        seconds: build wall time, recorded.
-        **record: further build-record entries (e.g. ``wordnet_coverage``).
-    """
-    from importlib import metadata
-
-    try:
-        tnops_version = metadata.version("tnops")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        tnops_version = "unknown"
-    build_record = {
-        "source": source, "version": version, "options": options, "tnops_version": tnops_version,
-        "vocabulary": {"source": words.vocab.source, "size": words.vocab_size, "family": words.family,
-                       "lowercase": words.lowercase},
-        "num_candidates": len(key_ids), "build_seconds": round(seconds, 3), **record,
-    }  # fmt: skip
-    common = dict(tokens=words.vocab.tokens, build_record=build_record, num_candidates=len(key_ids))
-    if isinstance(rows, dict):
-        return SynonymTable.from_rows(rows, words.vocab_size, **common)
-    return SynonymTable.from_pairs(rows[0], rows[1], words.vocab_size, **common)

@@ -3,15 +3,19 @@ read with ``weights_only=True`` (:mod:`tnops.io`), so nothing in a table file is
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..io import atomic_save, load_file, require_keys
+
+if TYPE_CHECKING:  # table.py imports this module
+    from .table import SynonymTable
 
 FORMAT_NAME = "tnops.SynonymTable"
 FORMAT_VERSION = 1
 PAYLOAD_KEYS = ("offsets", "ids", "vocab_hash", "tokens", "build_record", "num_candidates")
 
 
-def save_table(table, path) -> None:
+def save_table(table: SynonymTable, path: str | os.PathLike) -> None:
     """Write ``table`` to ``path`` atomically, creating its folder; ValueError when ``path`` is a folder."""
     payload = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
@@ -22,7 +26,7 @@ def save_table(table, path) -> None:
     atomic_save(payload, path, what="SynonymTable", argument="path")
 
 
-def load_table(cls, path):
+def load_table(cls: type[SynonymTable], path: str | os.PathLike) -> SynonymTable:
     """``cls(**payload)`` from a file written by :func:`save_table`; every failure is a ValueError naming the file."""
     name = os.fspath(path)
     if not os.path.isfile(name):

@@ -190,7 +190,7 @@ class VocabularyWords:
     words: list
     _ids_by_word: dict = field(default_factory=dict, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for token_id, word in enumerate(self.words):
             if word is not None:
                 self._ids_by_word.setdefault(word, []).append(token_id)

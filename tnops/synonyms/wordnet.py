@@ -29,9 +29,15 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
+
+from .build import begin_build, finish_build
+from .table import SynonymTable
+from .tokens import VocabularyWords, token_text
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 _DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -136,7 +142,7 @@ def _readable(corpus: Path) -> bool:
     return all((corpus / name).is_file() for name in names)
 
 
-def find_wordnet_root(source: os.PathLike = DEBIAN_WORDNET_DIR):
+def find_wordnet_root(source: os.PathLike = DEBIAN_WORDNET_DIR) -> Path | tuple[Path, str]:
     """Where the WordNet database is: a directory, or ``(zip path, member prefix)`` for nltk's zip.
 
     Looks on nltk's data path first (``nltk.download("wordnet")`` puts ``corpora/wordnet`` or
@@ -165,7 +171,7 @@ def find_wordnet_root(source: os.PathLike = DEBIAN_WORDNET_DIR):
     return corpus
 
 
-def load_wordnet(source: os.PathLike = DEBIAN_WORDNET_DIR):
+def load_wordnet(source: os.PathLike = DEBIAN_WORDNET_DIR) -> Any:
     """``nltk.corpus.wordnet``, loaded, with the tnops data directory on ``nltk.data.path`` when that is
     where WordNet is (see :func:`find_wordnet_root`).
 
@@ -208,7 +214,7 @@ class WordNetDatabase:
             (index.*, data.*, *.exc), or ``(path to a zip, member prefix)``.
     """
 
-    def __init__(self, root):
+    def __init__(self, root: Path | tuple[Path, str]) -> None:
         self._substitutions = MORPHOLOGICAL_SUBSTITUTIONS
         self._index = {}  # pos -> lemma -> list of offset strings
         self._exceptions = {}  # pos -> inflected form -> base forms
@@ -286,12 +292,13 @@ def open_wordnet_database(root) -> WordNetDatabase:
     return WordNetDatabase(root)
 
 
-def nltk_synonym_sets(wordnet):
+def nltk_synonym_sets(wordnet: Any) -> Callable[[str], list]:
     """Adapter: ``word -> [synset.lemma_names() ...]`` through a loaded nltk reader (slow, reference)."""
     return lambda word: [tuple(synset.lemma_names()) for synset in wordnet.synsets(word)]
 
 
-def wordnet_synonym_lists(words, key_ids, synonym_sets, progress: bool = False) -> dict:
+def wordnet_synonym_lists(words: VocabularyWords, key_ids: list, synonym_sets: Callable[[str], list],
+                          progress: bool = False) -> dict:
     """WordNet synonyms of every key token.
 
     Args:
@@ -321,7 +328,7 @@ def wordnet_synonym_lists(words, key_ids, synonym_sets, progress: bool = False) 
     return rows
 
 
-def wordnet_entry_coverage(words, stopwords: frozenset, synonym_sets) -> dict:
+def wordnet_entry_coverage(words: VocabularyWords, stopwords: frozenset, synonym_sets: Callable[[str], list]) -> dict:
     """The paper's coverage figure (footnote 5): how many vocabulary tokens have a WordNet entry.
 
     Denominator: every vocabulary token whose lower-case text is not a stop-word (special tokens,
@@ -333,17 +340,15 @@ def wordnet_entry_coverage(words, stopwords: frozenset, synonym_sets) -> dict:
     Returns:
         dict with ``with_entry``, ``tokens`` (the denominator) and ``fraction``.
     """
-    from .tokens import token_text
-
     texts = [token_text(token, words.family) for token in words.vocab.tokens]
     counted = [text for text in texts if text.lower() not in stopwords]
     with_entry = sum(1 for text in counted if synonym_sets(text))
     return {"with_entry": with_entry, "tokens": len(counted), "fraction": with_entry / max(len(counted), 1)}
 
 
-def build_wordnet_table(vocab, *, stopwords=None, engine: str = "fast", symmetric: bool = False,
+def build_wordnet_table(vocab: Any, *, stopwords: Any = None, engine: str = "fast", symmetric: bool = False,
                         family: str | None = None, lowercase: bool | None = None, progress: bool = False,
-                        source: os.PathLike = DEBIAN_WORDNET_DIR):
+                        source: os.PathLike = DEBIAN_WORDNET_DIR) -> SynonymTable:
     """WordNet synonym table over a vocabulary (``SynonymTable.from_wordnet``).
 
     Args:
@@ -361,36 +366,25 @@ def build_wordnet_table(vocab, *, stopwords=None, engine: str = "fast", symmetri
         SynonymTable; ``build_record["wordnet_coverage"]`` holds :func:`wordnet_entry_coverage`.
 
     Raises:
-        ValueError: unknown engine. LookupError: WordNet is not installed (names both ways to install it).
+        ValueError: unknown engine. TypeError: ``symmetric`` is not a bool.
+        LookupError: WordNet is not installed (names both ways to install it).
     """
-    import time
-
-    from .table import table_from_build
-    from .tokens import analyze_vocabulary, load_stopwords
-
     if engine not in ("fast", "nltk"):
         raise ValueError(f"engine: expected 'fast' or 'nltk', got {engine!r}")
-    if not isinstance(symmetric, bool):
-        raise TypeError(f"symmetric: expected a bool, got {type(symmetric).__name__}")
-    started = time.perf_counter()
-    words = analyze_vocabulary(vocab, family=family, lowercase=lowercase)
-    stop = load_stopwords(stopwords)
+    ctx = begin_build(vocab, stopwords=stopwords, symmetric=symmetric, family=family, lowercase=lowercase)
     if engine == "fast":
         database = open_wordnet_database(find_wordnet_root(source))
         synonym_sets, version = database.synonym_sets, database.version
     else:
         wordnet = load_wordnet(source)
         synonym_sets, version = nltk_synonym_sets(wordnet), wordnet_version(wordnet)
-    key_ids = words.key_ids(stop)
-    rows = wordnet_synonym_lists(words, key_ids, synonym_sets, progress=progress)
-    coverage = wordnet_entry_coverage(words, stop, synonym_sets)
-    options = {"engine": engine, "stopwords": "english" if stopwords in (None, True, "english") else sorted(stop),
-               "multiword_lemmas": "dropped", "morphy": True, "symmetric": symmetric}
-    table = table_from_build(rows, words, key_ids, source="wordnet", version=version, options=options,
-                             seconds=time.perf_counter() - started, wordnet_coverage=coverage)
-    return table.symmetrized() if symmetric else table
+    rows = wordnet_synonym_lists(ctx.words, ctx.key_ids, synonym_sets, progress=progress)
+    coverage = wordnet_entry_coverage(ctx.words, ctx.stopwords, synonym_sets)
+    options = {"engine": engine, "stopwords": ctx.stopwords_option, "multiword_lemmas": "dropped", "morphy": True,
+               "symmetric": ctx.symmetric}
+    return finish_build(ctx, rows, source="wordnet", version=version, options=options, wordnet_coverage=coverage)
 
 
-def wordnet_version(wordnet) -> str:
+def wordnet_version(wordnet: Any) -> str:
     """Version string of a loaded nltk WordNet reader, e.g. ``"3.0"``."""
     return str(wordnet.get_version())
