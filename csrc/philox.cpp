@@ -1,6 +1,7 @@
 // gumbel_noise(seed, rows, start, stop): Philox4x32-10 Gumbel noise for CPU tensors (philox.h), the stream of
 // tnops/random.py bit for bit.  One Philox call fills four neighbouring vocabulary ids.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <cstdint>
 #include <vector>
@@ -13,13 +14,13 @@ using tnops::philox4x32_10;
 using tnops::word_to_gumbel;
 
 // gumbel_noise(seed, rows [R] int64, start, stop) -> float32 [R, stop - start]
-torch::Tensor gumbel_noise(int64_t seed, const torch::Tensor& rows, int64_t start, int64_t stop) {
-  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kLong && rows.dim() == 1,
+at::Tensor gumbel_noise(int64_t seed, const at::Tensor& rows, int64_t start, int64_t stop) {
+  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == at::kLong && rows.dim() == 1,
               "rows: expected a 1-D int64 CPU tensor");
   TORCH_CHECK(0 <= start && start <= stop, "expected 0 <= start <= stop, got ", start, ", ", stop);
   const auto rows_c = rows.contiguous();
   const int64_t n_rows = rows_c.size(0), width = stop - start;
-  auto out = torch::empty({n_rows, width}, torch::kFloat32);
+  auto out = at::empty({n_rows, width}, at::kFloat);
   const int64_t* row_ptr = rows_c.data_ptr<int64_t>();
   float* out_ptr = out.data_ptr<float>();
   const uint64_t useed = static_cast<uint64_t>(seed);
@@ -48,14 +49,6 @@ torch::Tensor gumbel_noise(int64_t seed, const torch::Tensor& rows, int64_t star
 
 }  // namespace
 
-TORCH_LIBRARY(tnops, m) {
-  m.def("gumbel_noise(int seed, Tensor rows, int start, int stop) -> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(tnops, CPU, m) {
   m.impl("gumbel_noise", &gumbel_noise);
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "tnops native CPU kernels (registered as torch.ops.tnops.*)";
 }

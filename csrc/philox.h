@@ -10,6 +10,7 @@
 // the build passes -ffp-contract=off so the compiler never fuses a multiply and an add into an FMA.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -21,33 +22,38 @@ constexpr float kUniformScale = 4.6566127342e-10f;
 constexpr float kUniformMin = 0x1p-24f;
 constexpr float kUniformMax = 0x1.fffffep-1f;  // 1 - 2^-24
 
-inline void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) {
+// Ten Philox4x32 rounds on (c0, c1, c2, c3) with key (k0, k1), in place.  Plain scalar variables and a fully
+// unrolled round loop, so a caller's loop over counters vectorises (vpmuludq for the 32x32->64 products).
+inline void philox4x32_10(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0, uint32_t k1) {
+#pragma GCC unroll 10
   for (int round = 0; round < 10; ++round) {
-    const uint64_t pb = static_cast<uint64_t>(kPhiloxRoundB) * c[2];
-    const uint64_t pa = static_cast<uint64_t>(kPhiloxRoundA) * c[0];
-    const uint32_t n0 = static_cast<uint32_t>(pb >> 32) ^ c[1] ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(pa >> 32) ^ c[3] ^ k1;
-    c[0] = n0;
-    c[1] = static_cast<uint32_t>(pb);
-    c[2] = n2;
-    c[3] = static_cast<uint32_t>(pa);
+    const uint64_t pb = static_cast<uint64_t>(kPhiloxRoundB) * c2;
+    const uint64_t pa = static_cast<uint64_t>(kPhiloxRoundA) * c0;
+    const uint32_t n0 = static_cast<uint32_t>(pb >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(pa >> 32) ^ c3 ^ k1;
+    c0 = n0;
+    c1 = static_cast<uint32_t>(pb);
+    c2 = n2;
+    c3 = static_cast<uint32_t>(pa);
     k0 += kPhiloxKeyA;
     k1 += kPhiloxKeyB;
   }
 }
+
+inline void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1) { philox4x32_10(c[0], c[1], c[2], c[3], k0, k1); }
 
 // Cephes' logf scheme for positive normal x: x = m·2^e, m in [√½, √2), f = m - 1 (exact),
 // log x = f - f²/2 + f³·P(f) + e·ln2 with ln2 split into a 9-bit head (e·head exact) and a tail.
 inline float log_f32(float x) {
   int32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
-  int32_t exponent = (bits >> 23) - 126;
+  const int32_t exponent = (bits >> 23) - 126;
   const int32_t mantissa_bits = (bits & 0x007FFFFF) | 0x3F000000;
   float m;
   std::memcpy(&m, &mantissa_bits, sizeof m);
-  const bool low = m < 0x1.6a09e6p-1f;  // √½
-  m = low ? m + m : m;
-  const float e = static_cast<float>(exponent - (low ? 1 : 0));
+  const int32_t low = m < 0x1.6a09e6p-1f ? 1 : 0;  // √½; selects written as arithmetic so loops vectorise
+  m = m * static_cast<float>(1 + low);             // m + m when low: exact either way
+  const float e = static_cast<float>(exponent - low);
   const float f = m - 1.0f;
   const float z = f * f;
   float y = 0x1.204376p-4f;
@@ -67,9 +73,9 @@ inline float log_f32(float x) {
 
 inline float word_to_gumbel(uint32_t word) {
   int32_t x = static_cast<int32_t>(word);
-  x = x < 0 ? ~x : x;
+  x = x ^ (x >> 31);  // x < 0 ? ~x : x
   float u = static_cast<float>(x) * kUniformScale;
-  u = u < kUniformMin ? kUniformMin : (u > kUniformMax ? kUniformMax : u);
+  u = std::min(std::max(u, kUniformMin), kUniformMax);
   return -log_f32(-log_f32(u));
 }
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import tnops
 
-BACKENDS = ["reference", "torch", "triton"]
+BACKENDS = ["reference", "torch", "triton", "native"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -30,6 +30,7 @@ _MODULES = {
     "reference": "tnops.backends.reference",
     "torch": "tnops.backends.torch_chunked",
     "triton": "tnops.backends.triton",
+    "native": "tnops.backends.native",
 }
 # Preferred order per device type when no backend is requested.
 _DEFAULTS = {"cuda": ("triton", "torch"), "cpu": ("native", "torch")}

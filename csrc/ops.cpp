@@ -1,0 +1,20 @@
+// The schemas of every native op (one TORCH_LIBRARY block per namespace); the CPU kernels register
+// themselves beside their code (TORCH_LIBRARY_IMPL), the fake kernels in tnops/backends/native.py.
+#include <pybind11/pybind11.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(tnops, m) {
+  m.def("gumbel_noise(int seed, Tensor rows, int start, int stop) -> Tensor");
+  m.def("mlm_head_native(Tensor inputs, Tensor? weight, Tensor? bias, Tensor labels, Tensor? row_ids, "
+        "Tensor? syn_offsets, Tensor? syn_ids, int seed, bool sample, float temperature, bool disallow_correct, "
+        "int ignore_index, bool want_inputs, bool want_weight, bool want_bias, int chunk_rows) -> "
+        "(Tensor ce, Tensor lse, Tensor predictions, Tensor corrected, Tensor d_inputs, Tensor d_weight, "
+        "Tensor d_bias)");
+  m.def("mlm_head_native_backward(Tensor inputs, Tensor? weight, Tensor? bias, Tensor labels, Tensor lse, "
+        "Tensor coef, bool want_inputs, bool want_weight, bool want_bias, int chunk_rows) -> "
+        "(Tensor d_inputs, Tensor d_weight, Tensor d_bias)");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "tnops native CPU kernels (registered as torch.ops.tnops.*)";
+}
