@@ -21,8 +21,8 @@ py=${PYTHON:-python3}
 if [ "$stage" = tests ] || [ "$stage" = all ]; then
   # The Hopper compile check is CI's stand-in for a GPU; here the kernels compile for real.  Its
   # register/spill report under this Triton is still worth keeping.
-  $py -m pytest -q -k "not compiles_for_hopper" tests/test_ops_triton.py tests/test_compile.py \
-    tests/test_mlm_torch.py tests/test_validation.py 2>&1 | tee "$out/gpu_tests.txt"
+  $py -m pytest -q -k "not compiles_for_hopper" tests/test_ops_triton.py tests/test_triton_inputs.py tests/test_compile.py \
+    tests/test_backends.py tests/test_custom_ops.py tests/test_validation.py 2>&1 | tee "$out/gpu_tests.txt"
   $py -m tnops.ops.compile_check 2>&1 | grep -v -i warn | tee "$out/compile_check.txt"
 fi
 

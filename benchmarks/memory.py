@@ -44,8 +44,8 @@ def run_case(impl: str, true_negative: bool, n: int, vocab: int, width: int, dev
     """Seconds and peak extra MB of one forward+backward (CUDA: after a warm-up, median of several)."""
     import torch
 
-    if impl == "tnops":
-        os.environ.setdefault("TNOPS_BACKEND", "triton" if device == "cuda" else "torch")
+    if impl == "tnops" and device == "cuda":  # CPU: the default backend (native when built, else torch)
+        os.environ.setdefault("TNOPS_BACKEND", "triton")
     inputs = cases.make_inputs(n, vocab, width, device, getattr(torch, dtype), true_negative)
     fn = cases.loss_fn(impl, true_negative, *inputs)
     if fn is None:
