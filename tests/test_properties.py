@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 import tnops
 from tnops import reference
 
-BACKENDS = {"reference": 60, "torch": 100, "triton": 30, "native": 100}  # examples per backend (the interpreter is slow)
+# examples per backend (the interpreter is slow)
+BACKENDS = {"reference": 60, "torch": 100, "triton": 30, "native": 100}
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 

@@ -42,7 +42,8 @@ def _jit_build() -> None:
     build_dir.mkdir(parents=True, exist_ok=True)
     print(f"tnops: building the native CPU extension into {build_dir} (first use; ~1-2 min)", file=sys.stderr)
     load(name="tnops_native_jit", sources=sources, build_directory=str(build_dir),
-         extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"], extra_ldflags=["-fopenmp"],
+         extra_cflags=["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"],
+         extra_ldflags=["-fopenmp"],
          verbose=False)
 
 
