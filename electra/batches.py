@@ -1,13 +1,14 @@
 """Batches for pre-training: a resumable, data-parallel-aware order over packed examples."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from electra.seeds import derive_seed
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
@@ -35,24 +36,25 @@ class Batch:
     step: int
 
     def to(self, device, non_blocking: bool = False) -> Batch:
-        moved = {k: getattr(self, k).to(device, non_blocking=non_blocking)
-                 for k in ("input_ids", "attention_mask", "token_type_ids", "indices")}
-        return Batch(**moved, global_offset=self.global_offset, epoch=self.epoch, step=self.step)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory, so ``to(cuda, non_blocking=True)`` does not wait for the GPU."""
+        return self._map(torch.Tensor.pin_memory)
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    digest = hashlib.blake2b(f"tnops-electra-batches:{seed}:{epoch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    def _map(self, function) -> Batch:
+        tensors = {k: function(getattr(self, k)) for k in ("input_ids", "attention_mask", "token_type_ids", "indices")}
+        return Batch(**tensors, global_offset=self.global_offset, epoch=self.epoch, step=self.step)
 
 
 class BatchStream:
     """An endless, resumable stream of training batches shared out over data-parallel ranks.
 
-    Epoch e visits the dataset in ``torch.randperm(len(dataset))`` drawn from a generator seeded by
-    (seed, e); step s of the epoch is the global batch ``perm[s*B:(s+1)*B]`` (B = global_batch_size;
-    the incomplete tail of each epoch is dropped) and rank r receives its contiguous slice
-    ``[r*B/W, (r+1)*B/W)``, so the W ranks' slices concatenated are the W=1 batch.  The state is
-    (epoch, step) of the *next* batch and does not depend on rank or world size.
+    Epoch e visits the dataset in ``torch.randperm(len(dataset))`` drawn from a generator seeded by the
+    ``batches`` stream of (seed, e) (:mod:`electra.seeds`); step s of the epoch is the global batch
+    ``perm[s*B:(s+1)*B]`` (B = global_batch_size; the incomplete tail of each epoch is dropped) and rank r
+    receives its contiguous slice ``[r*B/W, (r+1)*B/W)``, so the W ranks' slices concatenated are the W=1
+    batch.  The state is (epoch, step) of the *next* batch and does not depend on rank or world size.
 
     Args:
         dataset: anything with ``len()`` whose ``dataset[LongTensor [n]]`` returns a dict with
@@ -89,7 +91,7 @@ class BatchStream:
     def permutation(self, epoch: int) -> torch.Tensor:
         """The order of epoch ``epoch``: int64 ``[len(dataset)]``."""
         if self._permutation is None or self._permutation[0] != epoch:
-            generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+            generator = torch.Generator().manual_seed(derive_seed("batches", self.seed, epoch))
             self._permutation = (epoch, torch.randperm(len(self.dataset), generator=generator))
         return self._permutation[1]
 

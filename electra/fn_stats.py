@@ -16,9 +16,12 @@ from pathlib import Path
 import torch
 
 import tnops
-from electra import data as edata
 from electra.arguments import integer
-from electra.masking import mask_tokens
+from electra.batches import eval_batches
+from electra.dataset import build_dataset
+from electra.masking import IGNORE_INDEX, mask_tokens
+from electra.seeds import derive_seed
+from electra.tokenizer import load_tokenizer
 
 
 def _generator_dir(model: Path) -> Path:
@@ -49,8 +52,10 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
     length = split.max_seq_length
     max_predictions = max_predictions or int(0.155 * length)
     special = sorted({i for i in tokenizer.all_special_ids if i is not None})
-    totals = {"sequences": 0, "masked": 0, "mismatched": 0, "corrected": 0, "sequences_with_correction": 0}
-    for i, batch in enumerate(edata.eval_batches(split, batch_size)):
+    names = ("masked", "mismatched", "corrected", "sequences_with_correction")
+    counts = torch.zeros(len(names), dtype=torch.int64, device=device)  # read once, at the end
+    sequences_seen = 0
+    for i, batch in enumerate(eval_batches(split, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
         batch = batch.to(device)
@@ -59,18 +64,20 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
                              max_predictions=max_predictions)
         states = generator.electra(masked.input_ids, attention_mask=batch.attention_mask,
                                    token_type_ids=batch.token_type_ids).last_hidden_state
-        head = generator.generator_predictions(states)
-        row_ids = (torch.arange(batch.input_ids.numel(), device=device).view_as(batch.input_ids)
-                   + batch.global_offset * length)
-        out = tnops.linear_mlm_loss(head, generator.generator_lm_head.weight, masked.labels,
+        # the head at the masked positions only, with pre-training's row keys and sampling stream
+        positions, valid = masked.positions, masked.valid
+        head = generator.generator_predictions(states.gather(1, positions[..., None].expand(-1, -1, states.shape[-1])))
+        gold = batch.input_ids.gather(1, positions)
+        sequences = torch.arange(batch.global_offset, batch.global_offset + len(gold), device=device)
+        out = tnops.linear_mlm_loss(head, generator.generator_lm_head.weight, torch.where(valid, gold, IGNORE_INDEX),
                                     bias=generator.generator_lm_head.bias, synonyms=synonyms, prediction=prediction,
-                                    seed=seed, row_ids=row_ids)
-        selected = masked.selected
-        totals["sequences"] += batch.input_ids.shape[0]
-        totals["masked"] += int(selected.sum())
-        totals["mismatched"] += int((selected & (out.predictions != batch.input_ids)).sum())
-        totals["corrected"] += int(out.corrected.sum())
-        totals["sequences_with_correction"] += int(out.corrected.any(dim=1).sum())
+                                    seed=derive_seed("sampling", seed), row_ids=sequences[:, None] * length + positions,
+                                    ignore_index=IGNORE_INDEX)
+        corrected = out.corrected & valid
+        counts += torch.stack([valid.sum(), (valid & (out.predictions != gold)).sum(), corrected.sum(),
+                               corrected.any(dim=1).sum()])
+        sequences_seen += len(gold)
+    totals = {"sequences": sequences_seen, **dict(zip(names, counts.tolist()))}
     totals["prediction_level"] = totals["corrected"] / max(totals["mismatched"], 1)
     totals["iteration_level"] = totals["sequences_with_correction"] / max(totals["sequences"], 1)
     return totals
@@ -94,11 +101,11 @@ def main(argv=None) -> int:
     gen_dir = _generator_dir(model_dir)
     if not (gen_dir / "config.json").exists():
         p.error(f"--model: no generator checkpoint (config.json) in {model_dir} or {model_dir / 'generator'}")
-    tokenizer = edata.load_tokenizer(str(gen_dir) if (gen_dir / "tokenizer_config.json").exists() else None)
+    tokenizer = load_tokenizer(str(gen_dir) if (gen_dir / "tokenizer_config.json").exists() else None)
     generator = AutoModelForMaskedLM.from_pretrained(gen_dir)
     try:  # a corrupt or foreign table, a missing or non-UTF-8 corpus: one line, exit status 2
         synonyms = _synonyms(args.synonyms, model_dir, tokenizer)
-        dataset = edata.build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
+        dataset = build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
                                       progress=False)
     except (ValueError, FileNotFoundError) as error:
         print(f"electra-fn-stats: error: {error}", file=sys.stderr)

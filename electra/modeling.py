@@ -2,9 +2,10 @@
 
 Generator and discriminator share the whole embedding block (word, position and type tables and its
 LayerNorm); each keeps its own embedding projection.  The generator head (dense → GELU → LayerNorm, from
-``ElectraGeneratorPredictions``) is evaluated only at masked positions and goes through
-``tnops.linear_mlm_loss`` with the tied word table and its own bias, so the ``[masked × vocab]`` logits
-are never stored; its Gumbel-max samples become the replacements.  Hard correction relabels a sampled
+``ElectraGeneratorPredictions``) is evaluated only at the masked positions (a fixed number per sequence,
+ELECTRA's ``masked_lm_positions``) and goes through ``tnops.linear_mlm_loss`` with the tied word table and
+its own bias, so the ``[masked × vocab]`` logits are never stored; its Gumbel-max samples become the
+replacements.  Hard correction relabels a sampled
 synonym as *original* for the discriminator (``tnops.rtd_loss``).  ``save_pretrained`` writes the two
 halves as ``ElectraForPreTraining`` / ``ElectraForMaskedLM`` checkpoints that ``transformers`` loads.
 """
@@ -19,7 +20,8 @@ from torch import nn
 
 import tnops
 from electra.config import ElectraTNConfig
-from electra.masking import mask_tokens
+from electra.masking import IGNORE_INDEX, mask_tokens
+from electra.seeds import derive_seed
 
 
 @dataclass
@@ -27,7 +29,8 @@ class ElectraTNOutput:
     """Losses (scalars) and detached statistics of one pre-training step.
 
     ``loss = gen_loss + disc_weight · disc_loss + sr_weight · sr_loss + sentence_sr_weight · sentence_sr_loss``.
-    ``stats``: masked, corrected (counts), replaced_rate, gen_accuracy, disc_accuracy (fractions).
+    ``stats``: 0-d tensors on the model's device (never Python numbers, so a step does not wait for the
+    device): masked, corrected (int64 counts), replaced_rate, gen_accuracy, disc_accuracy (float fractions).
     """
 
     loss: torch.Tensor
@@ -76,16 +79,17 @@ class ElectraTNForPretraining(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 *, seed: int, sequence_offset: int = 0,
                 count_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ElectraTNOutput:
-        """One pre-training step's losses.
+        """One pre-training step's losses, computed without reading anything back to the host.
 
         Args:
             input_ids, attention_mask, token_type_ids: int ``[B, L]`` original (unmasked) sequences.
-            seed: seeds masking and sampling (Philox, keyed by global sequence index and position).
+            seed: the model seed: masking and sampling use the streams ``mask-select``, ``mask-keep`` and
+                ``sampling`` derived from it (Philox, keyed by global sequence index and position).
             sequence_offset: global index of row 0 of this batch (data-parallel rank / micro-batch offset).
             count_reducer: maps the local normaliser counts ``[kept, masked, tokens]`` (float ``[3]``) to
                 global ones (e.g. an all-reduce), so data-parallel losses equal one big batch's.
         Returns:
-            ``ElectraTNOutput``.
+            ``ElectraTNOutput``; its ``stats`` are 0-d tensors on the model's device.
         """
         cfg = self.config
         batch, length = input_ids.shape
@@ -94,30 +98,38 @@ class ElectraTNForPretraining(nn.Module):
                              mask_prob=cfg.mask_prob, max_predictions=cfg.max_predictions)
         gen_states = self.generator.electra(masked.input_ids, attention_mask=attention_mask,
                                             token_type_ids=token_type_ids).last_hidden_state
-        selected = masked.selected
-        positions = torch.arange(batch * length, device=input_ids.device).view(batch, length)
-        row_ids = (positions + sequence_offset * length)[selected]
-        head_input = self.generator.generator_predictions(gen_states[selected])
-        gold = input_ids[selected]
-        out = tnops.linear_mlm_loss(head_input, self.word_embeddings, gold, bias=self.generator.generator_lm_head.bias,
+        # The generator head runs on the P = max_predictions positions of each sequence (ELECTRA's
+        # masked_lm_positions): fixed shapes, no boolean compaction.  Padding rows carry IGNORE_INDEX labels
+        # and their own position's global row key, so every selected row's sample is what it always was.
+        positions, valid = masked.positions, masked.valid  # [B, P]
+        states = gen_states.gather(1, positions.unsqueeze(-1).expand(-1, -1, gen_states.shape[-1]))
+        head_input = self.generator.generator_predictions(states)  # [B, P, E]
+        gold = input_ids.gather(1, positions)
+        labels = torch.where(valid, gold, IGNORE_INDEX)
+        sequences = torch.arange(sequence_offset, sequence_offset + batch, device=input_ids.device)
+        row_ids = sequences[:, None] * length + positions
+        out = tnops.linear_mlm_loss(head_input, self.word_embeddings, labels,
+                                    bias=self.generator.generator_lm_head.bias,
                                     synonyms=self.synonyms if cfg.hc else None, prediction="sample",
-                                    temperature=cfg.temperature, seed=seed, sr_weight=cfg.sr_weight, row_ids=row_ids,
+                                    temperature=cfg.temperature, seed=derive_seed("sampling", seed),
+                                    sr_weight=cfg.sr_weight, row_ids=row_ids, ignore_index=IGNORE_INDEX,
                                     reduction="sum")
-        sampled = out.predictions.detach()
-        corrupted = input_ids.masked_scatter(selected, sampled)
-        corrected = torch.zeros_like(selected).masked_scatter(selected, out.corrected)
+        sampled = torch.where(valid, out.predictions.detach(), gold)  # padding rows write their own token back
+        corrected_rows = out.corrected & valid
+        corrupted = input_ids.scatter(1, positions, sampled)  # the P positions of a row are distinct
+        corrected = torch.zeros_like(masked.selected).scatter(1, positions, corrected_rows)
         disc_states = self.discriminator.electra(corrupted, attention_mask=attention_mask,
                                                  token_type_ids=token_type_ids).last_hidden_state
         disc_logits = self.discriminator.discriminator_predictions(disc_states)
         disc_sum = tnops.rtd_loss(disc_logits, corrupted, input_ids, attention_mask, corrected, reduction="sum")
+        real = attention_mask.bool()
         sentence_sum = disc_sum.new_zeros(())
         if cfg.sentence_sr_weight:
             original_states = self.discriminator.electra(input_ids, attention_mask=attention_mask,
                                                          token_type_ids=token_type_ids).last_hidden_state
-            valid = attention_mask.bool()
-            sentence_sum = tnops.sentence_sr_loss(disc_states, original_states, attention_mask) * valid.sum()
-        kept = (~out.corrected).sum()
-        counts = torch.stack([kept, selected.sum(), attention_mask.bool().sum()]).float()
+            sentence_sum = tnops.sentence_sr_loss(disc_states, original_states, attention_mask) * real.sum()
+        masked_count = valid.sum()
+        counts = torch.stack([(valid & ~corrected_rows).sum(), masked_count, real.sum()]).float()
         if count_reducer is not None:
             counts = count_reducer(counts)
         counts = counts.clamp_min(1.0)
@@ -127,15 +139,14 @@ class ElectraTNForPretraining(nn.Module):
         sentence_sr = sentence_sum / counts[2]
         loss = gen_loss + cfg.disc_weight * disc_loss + cfg.sr_weight * sr_loss + cfg.sentence_sr_weight * sentence_sr
         disc_labels = (corrupted != input_ids) & ~corrected
-        with torch.no_grad():
-            real = attention_mask.bool()
-            n_sel = selected.sum().clamp_min(1)
+        with torch.no_grad():  # 0-d tensors: the trainer reads them only when it logs
+            selected_count = masked_count.clamp_min(1)
             stats = {
-                "masked": int(selected.sum()),
-                "corrected": int(out.corrected.sum()),
-                "replaced_rate": float(((corrupted != input_ids) & selected).sum() / n_sel),
-                "gen_accuracy": float((sampled == gold).sum() / n_sel),
-                "disc_accuracy": float((((disc_logits > 0) == disc_labels) & real).sum() / real.sum().clamp_min(1)),
+                "masked": masked_count,
+                "corrected": corrected_rows.sum(),
+                "replaced_rate": (corrupted != input_ids).sum() / selected_count,
+                "gen_accuracy": ((sampled == gold) & valid).sum() / selected_count,
+                "disc_accuracy": (((disc_logits > 0) == disc_labels) & real).sum() / real.sum().clamp_min(1),
             }
         return ElectraTNOutput(loss, gen_loss, disc_loss, sr_loss, sentence_sr, stats, corrupted, disc_labels)
 

@@ -18,7 +18,9 @@ class AdamNoBiasCorrection(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, *, apply: torch.Tensor | None = None):
+        """One update; with ``apply`` (a 0-d bool tensor) only where it holds, decided on the device: when it is
+        False the moments and parameters keep their values exactly, and nothing is read back to the host."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -30,12 +32,20 @@ class AdamNoBiasCorrection(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
+                if apply is not None:  # work on copies, committed below only where apply holds
+                    m, v = m.clone(), v.clone()
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                 update = m / (v.sqrt() + group["eps"])
                 if group["weight_decay"]:
                     update.add_(p, alpha=group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
+                if apply is None:
+                    p.add_(update, alpha=-group["lr"])
+                    continue
+                # torch.where, not a product: a skipped step's NaN/inf never reaches the state
+                state["exp_avg"].copy_(torch.where(apply, m, state["exp_avg"]))
+                state["exp_avg_sq"].copy_(torch.where(apply, v, state["exp_avg_sq"]))
+                p.copy_(torch.where(apply, p.add(update, alpha=-group["lr"]), p))
         return loss
 
 
@@ -51,13 +61,37 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, eps: float):
-    """``"adam"`` (no bias correction, the recipe) or ``"adamw"`` (``torch.optim.AdamW``)."""
+    """``"adam"`` (no bias correction, the recipe) or ``"adamw"`` (``torch.optim.AdamW``, its fused kernel where the
+    parameters' device has one, so that :func:`step_where` decides on the device)."""
     groups = parameter_groups(model, weight_decay)
     if name == "adam":
         return AdamNoBiasCorrection(groups, lr=lr, eps=eps)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, eps=eps)
+        try:
+            return torch.optim.AdamW(groups, lr=lr, eps=eps, fused=True)
+        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+            return torch.optim.AdamW(groups, lr=lr, eps=eps)
     raise ValueError(f"optimizer: expected 'adam' or 'adamw', got {name!r}")
+
+
+def step_where(optimizer: torch.optim.Optimizer, apply: torch.Tensor) -> None:
+    """``optimizer.step()`` if the 0-d bool tensor ``apply`` holds, else no change at all, without a host read
+    where the optimiser allows it.
+
+    :class:`AdamNoBiasCorrection` selects on the device; torch's fused Adam/AdamW skip on the device through
+    their ``found_inf`` input (the flag ``torch.amp.GradScaler`` uses); any other optimiser reads ``apply``
+    on the host (one synchronisation).
+    """
+    if isinstance(optimizer, AdamNoBiasCorrection):
+        optimizer.step(apply=apply)
+    elif getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = (~apply).float()  # 1.0: the fused kernel leaves parameters, moments and step alone
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif bool(apply):
+        optimizer.step()
 
 
 def warmup_linear_decay(optimizer, warmup_steps: int, total_steps: int):

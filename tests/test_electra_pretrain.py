@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import tnops
-from electra import data as edata
 from electra import fn_stats, pretrain
+from electra.batches import eval_batches
+from electra.dataset import build_dataset
+from electra.tokenizer import load_tokenizer
 
 SEQ = 64
 
@@ -20,10 +22,10 @@ SEQ = 64
 def setup(tmp_path_factory):
     """Tokenized built-in corpus and a WordNet table, built once for the module."""
     root = tmp_path_factory.mktemp("electra")
-    tokenizer = edata.load_tokenizer()
+    tokenizer = load_tokenizer()
     table = root / "synonyms.pt"
     tnops.SynonymTable.from_wordnet(tokenizer, progress=False).save(table)
-    edata.build_dataset(None, tokenizer, SEQ, root / "cache", 0, progress=False)
+    build_dataset(None, tokenizer, SEQ, root / "cache", 0, progress=False)
     return root
 
 
@@ -94,12 +96,12 @@ def test_two_process_gloo_equals_one_process(setup, tmp_path):
 def test_fn_stats_counts_every_listed_mismatch(setup):
     from transformers import ElectraConfig, ElectraForMaskedLM
 
-    tokenizer = edata.load_tokenizer()
+    tokenizer = load_tokenizer()
     torch.manual_seed(0)
     config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=16, num_hidden_layers=1,
                            num_attention_heads=1, intermediate_size=32)
     generator = ElectraForMaskedLM(config)
-    split = edata.build_dataset(None, tokenizer, SEQ, setup / "cache", 0, progress=False).eval
+    split = build_dataset(None, tokenizer, SEQ, setup / "cache", 0, progress=False).eval
     empty = tnops.SynonymTable.from_pairs([1], [2], len(tokenizer))
     base = fn_stats.false_negative_stats(generator, tokenizer, empty, split, batch_size=4, max_batches=2,
                                          prediction="argmax")
@@ -108,7 +110,7 @@ def test_fn_stats_counts_every_listed_mismatch(setup):
     from electra.masking import mask_tokens
     pairs = ([], [])
     special = sorted(tokenizer.all_special_ids)
-    for batch in list(edata.eval_batches(split, 4))[:2]:
+    for batch in list(eval_batches(split, 4))[:2]:
         masked = mask_tokens(batch.input_ids, batch.attention_mask, special_token_ids=special,
                              mask_token_id=tokenizer.mask_token_id, seed=0, sequence_offset=batch.global_offset,
                              max_predictions=int(0.155 * SEQ))
