@@ -147,6 +147,33 @@ inline void noisy_scores(const double* z, double t, const float* g, double* out,
   noisy_scores_body(z, t, g, out, n);
 }
 
+// Widen a row of logits to the compute dtype and add the bias; narrow e back for the half GEMMs.
+template <typename In, typename T>
+inline void widen_body(const In* in, const T* bias, T* out, int64_t n) {
+  if (bias) {
+#pragma omp simd
+    for (int64_t v = 0; v < n; ++v) out[v] = static_cast<T>(in[v]) + bias[v];
+  } else {
+#pragma omp simd
+    for (int64_t v = 0; v < n; ++v) out[v] = static_cast<T>(in[v]);
+  }
+}
+template <typename Out>
+inline void narrow_body(const float* in, Out* out, int64_t n) {
+#pragma omp simd
+  for (int64_t v = 0; v < n; ++v) out[v] = static_cast<Out>(in[v]);
+}
+TNOPS_TARGET_CLONES void widen(const float* in, const float* b, float* out, int64_t n) { widen_body(in, b, out, n); }
+TNOPS_TARGET_CLONES void widen(const at::BFloat16* in, const float* b, float* out, int64_t n) {
+  widen_body(in, b, out, n);
+}
+TNOPS_TARGET_CLONES void widen(const at::Half* in, const float* b, float* out, int64_t n) { widen_body(in, b, out, n); }
+inline void widen(const double* in, const double* b, double* out, int64_t n) { widen_body(in, b, out, n); }
+TNOPS_TARGET_CLONES void narrow(const float* in, at::BFloat16* out, int64_t n) { narrow_body(in, out, n); }
+TNOPS_TARGET_CLONES void narrow(const float* in, at::Half* out, int64_t n) { narrow_body(in, out, n); }
+inline void narrow(const float*, float*, int64_t) {}   // float and double rows are computed in place
+inline void narrow(const double*, double*, int64_t) {}
+
 // Keep (best, best_id) the first index of the largest score seen so far (ties -> lowest id) over scores[0, n),
 // which hold vocabulary ids [offset, offset + n).
 template <typename acc_t>
@@ -241,8 +268,7 @@ struct HeadCall {
     const acc_t* b = bias_fused ? bias_acc.data_ptr<acc_t>() : nullptr;
     // preallocated once per call
     at::Tensor logits = at::empty({chunk, vocab}, opts);          // GEMM output, then e in place
-    at::Tensor rows_acc = std::is_same_v<scalar_t, acc_t> ? at::Tensor()
-                                                             : at::empty({chunk, vocab}, opts.dtype(acc_type));
+    constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;  // half rows get a per-thread fp32 row buffer
     at::Tensor index = at::empty({chunk}, opts.dtype(at::kLong));
     at::Tensor x = has_weight ? at::empty({chunk, inputs.size(1)}, opts) : at::Tensor();
     at::Tensor row_scale = at::empty({chunk}, opts.dtype(acc_type));  // coef / s per row
@@ -268,35 +294,28 @@ struct HeadCall {
         at::index_select_out(zc, inputs, 0, idx);
       }
       scalar_t* zp = zc.data_ptr<scalar_t>();
-      acc_t* za = std::is_same_v<scalar_t, acc_t> ? reinterpret_cast<acc_t*>(zp) : rows_acc.data_ptr<acc_t>();
       acc_t* scale_p = row_scale.data_ptr<acc_t>();
       acc_t* coef_p = row_coef.data_ptr<acc_t>();
       const int64_t* rows = visit.data() + start;
       at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
         std::vector<acc_t> noise(kNoiseBlock);
+        std::vector<acc_t> row_buffer(in_place ? 0 : vocab);
         for (int64_t i = begin; i < end; ++i) {
           const int64_t r = rows[i];
-          acc_t* zr = za + i * vocab;
           scalar_t* zs = zp + i * vocab;
-          for (int64_t v = 0; v < vocab; ++v) {  // widen (half inputs) and add the bias
-            const acc_t value = static_cast<acc_t>(zs[v]);
-            zr[v] = b ? value + b[v] : value;
-          }
+          acc_t* zr = in_place ? reinterpret_cast<acc_t*>(zs) : row_buffer.data();
+          if (!in_place || b) widen(zs, b, zr, vocab);
           const int64_t gold = label[r];
           if (backward) {
             exp_sum(zr, lse_given[r], vocab);
-            if (!std::is_same_v<scalar_t, acc_t>) {
-              for (int64_t v = 0; v < vocab; ++v) zs[v] = static_cast<scalar_t>(zr[v]);
-            }
+            narrow(zr, zs, vocab);
             coef_p[i] = coef_given[r];
             scale_p[i] = coef_given[r];
             continue;
           }
           const uint32_t key = static_cast<uint32_t>(row_id ? row_id[r] : r);
           RowResult<acc_t> res = row_pass<acc_t>(zr, vocab, gold, key, options, noise.data());
-          if (!std::is_same_v<scalar_t, acc_t>) {  // half inputs: e back into the half buffer for the GEMMs
-            for (int64_t v = 0; v < vocab; ++v) zs[v] = static_cast<scalar_t>(zr[v]);
-          }
+          narrow(zr, zs, vocab);  // half inputs: e back into the half buffer for the GEMMs
           const acc_t row_lse = res.max + std::log(res.sum);
           const bool fixed = has_table && res.prediction != gold && listed(off, syn, gold, res.prediction);
           lse_p[r] = row_lse;
@@ -355,7 +374,9 @@ struct HeadCall {
       if (std::is_same_v<scalar_t, acc_t>) {
         dw_acc.addmm_(e.t(), xs);
       } else {
-        dw_acc.add_(at::mm(e.t(), xs));
+        if (!dw_partial.defined()) dw_partial = at::empty(dw_acc.sizes(), e.options());
+        at::mm_out(dw_partial, e.t(), xs);  // half GEMM, fp32 inside; chunk partials summed in fp32
+        dw_acc.add_(dw_partial);
       }
       acc_t* dw = dw_acc.data_ptr<acc_t>();
       const scalar_t* xp = xc.data_ptr<scalar_t>();
@@ -365,11 +386,13 @@ struct HeadCall {
       }
     }
     if (db_acc.defined()) {  // db += eᵀ·scale - Σ coef·onehot
-      db_acc.add_(at::mv(e.t().to(acc_type), scale_t));
+      db_acc.add_(at::mv(e.t(), scale_t.to(e.scalar_type())));
       acc_t* db = db_acc.data_ptr<acc_t>();
       for (int64_t i = 0; i < c; ++i) db[label[rows[i]]] -= coef[i];
     }
   }
+
+  at::Tensor dw_partial;  // half inputs: one chunk's dW, reused
 
   void finish(const at::Tensor& dh_acc, const at::Tensor& dw_acc, const at::Tensor& db_acc) {
     // a distinct empty tensor per absent gradient: outputs of an op must not alias one another
