@@ -267,6 +267,8 @@ def log_steps(run: TrainingRun) -> None:
             record["skipped"] = True
         run.history.append(record)
     tokens = sum(row[STEP_VALUES.index("tokens")] for row in rows)
+    for record in run.history[-len(rows):]:  # throughput of the interval these steps ran in
+        record["tokens_per_second"] = tokens / max(elapsed, 1e-9)
     run.pending.clear()
     if run.progress is not None:
         last = run.history[-1]
