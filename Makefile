@@ -18,9 +18,12 @@ demo: install
 	$(PYTHON) -m electra.pretrain --preset tiny --output-dir $(OUT) --synonyms $(OUT)/synonyms.pt
 	$(PYTHON) -m electra.fn_stats --model $(OUT)/final --max-batches 4
 
-# Test suite; pytest's exit code 5 ("no tests collected") is not a failure.
+# Lint, then the test suite; pytest's exit code 5 ("no tests collected") is not a failure.
 test: install-test
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
+# The CPU benchmarks of the README (several minutes; each case in its own process).
 bench: install-test
-	$(PYTHON) benchmarks/memory.py
+	$(PYTHON) benchmarks/cpu_peers.py
+	$(PYTHON) benchmarks/electra_throughput.py

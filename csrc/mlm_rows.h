@@ -1,0 +1,209 @@
+// The per-row loops of the fused head (csrc/mlm_head_cpu.cpp, its only includer): the softmax exponential,
+// Gumbel noise blocks, max / first-argmax, widening half rows, and row_pass, which runs them over one row.
+// Written once as inline templates, instantiated as multiversioned float functions (the hot path) and plain
+// double ones.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "philox.h"
+
+namespace tnops {
+namespace {
+
+constexpr int64_t kNoiseBlock = 256;  // Gumbel noise is made in blocks of this many vocabulary ids
+
+// The hot loops are compiled for several x86 levels and picked at load time (GCC function multiversioning),
+// so one build runs anywhere and uses AVX2/AVX-512 where present.  -ffp-contract=off keeps every clone free
+// of FMA contraction, so all clones round alike (bit-identical to the torch path).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TNOPS_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TNOPS_TARGET_CLONES
+#endif
+
+// exp(x) for x <= 0 from exact float operations (Cephes' expf scheme): x = n·ln2 + r, |r| <= ln2/2,
+// exp(r) by a degree-6 polynomial, 2^n through the exponent bits.  ~1 ulp; vectorises, unlike expf.
+inline float exp_nonpositive(float x) {
+  const bool tiny = x < -87.0f;  // e^-87 is near FLT_MIN: below it the result is 0
+  x = tiny ? -87.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = (p * r) * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return tiny ? 0.0f : y * scale;
+}
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// Gumbel noise of vocabulary ids [4·quad0, 4·quad0 + kNoiseBlock) of one row: Philox words for every quad
+// (lanes in separate arrays so the loop vectorises), then the transform of philox.h, both over the block.
+TNOPS_TARGET_CLONES
+void gumbel_block(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32_t k1, float* out) {
+  constexpr int64_t kQuads = kNoiseBlock / 4;
+  uint32_t w0[kQuads], w1[kQuads], w2[kQuads], w3[kQuads];
+#pragma omp simd
+  for (int64_t q = 0; q < kQuads; ++q) {
+    uint32_t c0 = quad0 + static_cast<uint32_t>(q), c1 = row_key, c2 = 0u, c3 = 0u;
+    philox4x32_10(c0, c1, c2, c3, k0, k1);
+    w0[q] = c0; w1[q] = c1; w2[q] = c2; w3[q] = c3;
+  }
+  uint32_t words[kNoiseBlock];
+  for (int64_t q = 0; q < kQuads; ++q) {
+    words[4 * q] = w0[q]; words[4 * q + 1] = w1[q]; words[4 * q + 2] = w2[q]; words[4 * q + 3] = w3[q];
+  }
+#pragma omp simd
+  for (int64_t v = 0; v < kNoiseBlock; ++v) out[v] = word_to_gumbel(words[v]);
+}
+
+template <typename acc_t>
+struct RowResult {
+  acc_t max = -std::numeric_limits<acc_t>::infinity();
+  acc_t sum = 0;
+  acc_t gold_logit = 0;
+  int64_t prediction = 0;
+};
+
+struct Options {
+  bool sample;
+  double temperature;  // divided in the compute dtype, as the torch path divides (float(T) for float32)
+  bool disallow_correct;
+  int64_t ignore_index;
+  uint32_t key0, key1;
+};
+
+// Binary search of `pred` in the sorted CSR row of `gold`.
+inline bool listed(const int32_t* offsets, const int32_t* ids, int64_t gold, int64_t pred) {
+  int64_t lo = offsets[gold], hi = offsets[gold + 1];
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (ids[mid] < pred) lo = mid + 1; else hi = mid;
+  }
+  return lo < offsets[gold + 1] && ids[lo] == pred;
+}
+
+// The row loops, written once as inline templates and instantiated as multiversioned float functions (the hot
+// path) and plain double ones.
+template <typename T>
+inline T max_body(const T* z, int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t v = 0; v < n; ++v) m = z[v] > m ? z[v] : m;
+  return m;
+}
+
+template <typename T>
+inline T exp_sum_body(T* z, T shift, int64_t n) {  // z <- exp(z - shift) in place; returns the sum
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t v = 0; v < n; ++v) {
+    const T e = exp_nonpositive(z[v] - shift);
+    z[v] = e;
+    s += e;
+  }
+  return s;
+}
+
+template <typename T>
+inline void noisy_scores_body(const T* z, T temperature, const float* gumbel, T* out, int64_t n) {
+#pragma omp simd
+  for (int64_t v = 0; v < n; ++v) out[v] = z[v] / temperature + static_cast<T>(gumbel[v]);
+}
+
+TNOPS_TARGET_CLONES float max_of(const float* z, int64_t n) { return max_body(z, n); }
+inline double max_of(const double* z, int64_t n) { return max_body(z, n); }
+TNOPS_TARGET_CLONES float exp_sum(float* z, float shift, int64_t n) { return exp_sum_body(z, shift, n); }
+inline double exp_sum(double* z, double shift, int64_t n) { return exp_sum_body(z, shift, n); }
+TNOPS_TARGET_CLONES void noisy_scores(const float* z, float t, const float* g, float* out, int64_t n) {
+  noisy_scores_body(z, t, g, out, n);
+}
+inline void noisy_scores(const double* z, double t, const float* g, double* out, int64_t n) {
+  noisy_scores_body(z, t, g, out, n);
+}
+
+// Widen a row of logits to the compute dtype and add the bias; narrow e back for the half GEMMs.
+template <typename In, typename T>
+inline void widen_body(const In* in, const T* bias, T* out, int64_t n) {
+  if (bias) {
+#pragma omp simd
+    for (int64_t v = 0; v < n; ++v) out[v] = static_cast<T>(in[v]) + bias[v];
+  } else {
+#pragma omp simd
+    for (int64_t v = 0; v < n; ++v) out[v] = static_cast<T>(in[v]);
+  }
+}
+template <typename Out>
+inline void narrow_body(const float* in, Out* out, int64_t n) {
+#pragma omp simd
+  for (int64_t v = 0; v < n; ++v) out[v] = static_cast<Out>(in[v]);
+}
+TNOPS_TARGET_CLONES void widen(const float* in, const float* b, float* out, int64_t n) { widen_body(in, b, out, n); }
+TNOPS_TARGET_CLONES void widen(const at::BFloat16* in, const float* b, float* out, int64_t n) {
+  widen_body(in, b, out, n);
+}
+TNOPS_TARGET_CLONES void widen(const at::Half* in, const float* b, float* out, int64_t n) { widen_body(in, b, out, n); }
+inline void widen(const double* in, const double* b, double* out, int64_t n) { widen_body(in, b, out, n); }
+TNOPS_TARGET_CLONES void narrow(const float* in, at::BFloat16* out, int64_t n) { narrow_body(in, out, n); }
+TNOPS_TARGET_CLONES void narrow(const float* in, at::Half* out, int64_t n) { narrow_body(in, out, n); }
+inline void narrow(const float*, float*, int64_t) {}   // float and double rows are computed in place
+inline void narrow(const double*, double*, int64_t) {}
+
+// Keep (best, best_id) the first index of the largest score seen so far (ties -> lowest id) over scores[0, n),
+// which hold vocabulary ids [offset, offset + n).
+template <typename acc_t>
+inline void best_of(const acc_t* scores, int64_t n, int64_t offset, acc_t& best, int64_t& best_id) {
+  const acc_t block_max = max_of(scores, n);
+  if (best_id >= 0 && !(block_max > best)) return;
+  for (int64_t v = 0; v < n; ++v) {
+    if (scores[v] == block_max) { best = block_max; best_id = offset + v; return; }
+  }
+  if (best_id < 0) { best = block_max; best_id = offset; }  // all NaN: the first id
+}
+
+// Pass over one row of logits z[0, V) (bias already added): max, prediction, gold logit; then e = exp(z - max)
+// in place and its sum.  `gold` is the row's label (a valid id).
+template <typename acc_t>
+RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_key, const Options& o, acc_t* noise) {
+  RowResult<acc_t> res;
+  acc_t m = max_of(z, vocab);
+  res.max = m;
+  res.gold_logit = z[gold];
+  acc_t best = -std::numeric_limits<acc_t>::infinity();
+  int64_t best_id = -1;
+  const acc_t saved_gold = z[gold];
+  if (o.disallow_correct) z[gold] = -std::numeric_limits<acc_t>::infinity();
+  if (!o.sample) {
+    best_of(z, vocab, 0, best, best_id);
+  } else {
+    const acc_t temperature = static_cast<acc_t>(o.temperature);
+    float gumbel[kNoiseBlock];
+    for (int64_t start = 0; start < vocab; start += kNoiseBlock) {
+      const int64_t n = std::min(kNoiseBlock, vocab - start);
+      gumbel_block(static_cast<uint32_t>(start >> 2), row_key, o.key0, o.key1, gumbel);
+      noisy_scores(z + start, temperature, gumbel, noise, n);
+      best_of(noise, n, start, best, best_id);
+    }
+  }
+  if (o.disallow_correct) z[gold] = saved_gold;
+  res.prediction = best_id < 0 ? 0 : best_id;
+  if (m == -std::numeric_limits<acc_t>::infinity()) m = 0;  // an all -inf row: e = exp(-inf) = 0, lse = -inf
+  res.sum = exp_sum(z, m, vocab);
+  return res;
+}
+
+}  // namespace
+}  // namespace tnops
