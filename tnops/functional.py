@@ -47,7 +47,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
         backend: ``"reference"``, ``"torch"``, ``"triton"``, ... (``tnops.backends.available_backends()``);
             None: ``TNOPS_BACKEND``, else the fastest one for the device.
     Returns:
-        ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*])``, losses in float32.
+        ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*])``, losses in float32
+        (float64 for float64 inputs).
     """
     check.tensor("hidden", hidden, floating=True, min_ndim=1)
     check.tensor("weight", weight, floating=True, ndim=2)

@@ -110,7 +110,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         predictions: int ``[*]`` to use instead of predicting (for checking other backends row by row).
         other keywords: as ``tnops.mlm_loss``.
     Returns:
-        ``MLMLossOutput``; losses in float32.
+        ``MLMLossOutput``; losses in float32 (float64 for float64 inputs).
     """
     lead = labels.shape
     y = labels.reshape(-1)

@@ -1,7 +1,6 @@
 """The backend registry: which implementation serves which call, and every setting read from the environment.
 
-A backend is one module behind one row-level contract (see ``tnops/backends/README`` in the package README,
-"How a backend plugs in"):
+A backend is one module behind one row-level contract (README, "How a backend plugs in"):
 
 * ``NAME``, ``FUSES_GRADIENTS`` (bool: ``mlm_forward`` can return the gradients of ``Σ_kept ce``);
 * ``unavailable() -> str | None``: why the backend cannot run in this installation (None: it can);
