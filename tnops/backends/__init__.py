@@ -15,7 +15,9 @@ Adding one is one module and one line in ``_MODULES``.  ``functional`` never nam
 
 Environment:
 ``TNOPS_BACKEND``     force a backend by name (default: by device: CUDA → triton; CPU → native if built, else torch)
-``TNOPS_CHUNK_ROWS``  rows per chunk of the chunked CPU/torch paths (default: ~4 Mi logits per chunk)
+``TNOPS_CHUNK_ROWS``  rows per chunk of the chunked CPU/torch paths (default: ~4 Mi logits per chunk; native ~16 Mi)
+``TNOPS_NATIVE``      ``auto`` | ``jit`` | ``off``: the installed native extension, else JIT-built (native.py)
+``TNOPS_NATIVE_CACHE`` where the JIT build goes (default ``~/.cache/tnops/native``)
 """
 from __future__ import annotations
 
