@@ -96,6 +96,10 @@ class ElectraTNConfig:
     def generator_num_heads(self) -> int:
         return max(1, round(self.num_heads * self.generator_fraction))
 
+    @property
+    def generator_intermediate_size(self) -> int:
+        return max(1, round(self.intermediate_size * self.generator_fraction))
+
     def hf_configs(self):
         """``(discriminator, generator)`` ``transformers.ElectraConfig`` objects."""
         from transformers import ElectraConfig
@@ -107,7 +111,7 @@ class ElectraTNConfig:
         disc = ElectraConfig(hidden_size=self.hidden_size, num_attention_heads=self.num_heads,
                              intermediate_size=self.intermediate_size, **common)
         gen = ElectraConfig(hidden_size=self.generator_hidden_size, num_attention_heads=self.generator_num_heads,
-                            intermediate_size=max(1, round(self.intermediate_size * self.generator_fraction)), **common)
+                            intermediate_size=self.generator_intermediate_size, **common)
         return disc, gen
 
     def to_dict(self) -> dict:

@@ -49,9 +49,12 @@ class ElectraTNForPretraining(nn.Module):
     Args:
         config: ``ElectraTNConfig``.
         synonyms: ``tnops.SynonymTable`` over the model's vocabulary (needed when ``config.hc``).
+        discriminator, generator: ``ElectraForPreTraining`` / ``ElectraForMaskedLM`` to use instead of fresh
+            ones built from ``config`` (continued pre-training, :mod:`electra.init_from`).  The generator's own
+            embedding block is replaced by the discriminator's.
     """
 
-    def __init__(self, config: ElectraTNConfig, synonyms=None):
+    def __init__(self, config: ElectraTNConfig, synonyms=None, *, discriminator=None, generator=None):
         super().__init__()
         from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
@@ -62,8 +65,12 @@ class ElectraTNForPretraining(nn.Module):
         self.config = config
         self.synonyms = synonyms
         disc_config, gen_config = config.hf_configs()
-        self.discriminator = ElectraForPreTraining(disc_config)
-        self.generator = ElectraForMaskedLM(gen_config)
+        self.discriminator = discriminator if discriminator is not None else ElectraForPreTraining(disc_config)
+        self.generator = generator if generator is not None else ElectraForMaskedLM(gen_config)
+        for half in (self.discriminator, self.generator):
+            if half.config.vocab_size != config.vocab_size:
+                raise ValueError(f"{type(half).__name__} has {half.config.vocab_size} tokens, "
+                                 f"the config {config.vocab_size}")
         # One embedding block for both halves, and the generator's output tied to its word table.
         self.generator.electra.embeddings = self.discriminator.electra.embeddings
         self.generator.generator_lm_head.weight = self.embeddings.word_embeddings.weight

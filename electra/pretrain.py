@@ -7,6 +7,8 @@ Every random choice is keyed by (seed, step, global sequence index), each stream
 :func:`electra.seeds.derive_seed`: a run on W ranks with gradient accumulation A sees exactly the masks and
 samples of one process with the same global batch, and ``--resume`` continues bit-exactly (model, optimiser,
 schedule, RNG and data position are checkpointed).  The loop itself is :mod:`electra.trainer`.
+``--init-from`` continues pre-training a transformers ELECTRA checkpoint (:mod:`electra.init_from`); its
+held-out evaluation before the first step is history record 0.
 
 Checkpoints hold only tensors and plain values and are read with ``weights_only=True``: a crafted file
 cannot run code. Every number on the command line is checked (finite, in range). A step whose loss or
@@ -24,8 +26,10 @@ import torch.distributed as dist
 
 from electra.arguments import integer, number
 from electra.config import PRESETS, ElectraTNConfig
+from electra.synonym_source import synonyms_source
 from electra.trainer import (
     NonFiniteLossError,
+    evaluate,
     evaluate_into_history,
     finish_run,
     log_steps,
@@ -46,8 +50,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corpus", default=None, help="text file, directory, datasets name, or builtin:python-docs|wordnet")
     p.add_argument("--corpus-pattern", default=None, metavar="GLOB",
                    help="for a corpus directory: the files to read, e.g. '*.txt' (default *.txt and extension-less)")
-    p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer dir/name (default: bert-base-uncased)")
-    p.add_argument("--synonyms", default=None, help="saved tnops.SynonymTable (default: built from WordNet)")
+    p.add_argument("--tokenizer", default=None, help="Hugging Face tokenizer dir/name (default: bert-base-uncased; "
+                   "with --init-from, the tokenizer saved beside the weights)")
+    p.add_argument("--synonyms", default=None, type=synonyms_source, metavar="FILE|wordnet|mythes:PATH",
+                   help="a saved tnops.SynonymTable, or build one for the tokenizer from WordNet (English, the "
+                        "default) or a MyThes thesaurus, e.g. mythes:/usr/share/mythes/th_da_DK.dat")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="continue pre-training a transformers ElectraForPreTraining checkpoint (e.g. "
+                        "OUTPUT_DIR/final/discriminator): model sizes and tokenizer from it, recipe from --preset")
+    p.add_argument("--generator-from", default=None, metavar="DIR",
+                   help="with --init-from: an ElectraForMaskedLM generator (e.g. OUTPUT_DIR/final/generator); "
+                        "default: a fresh one at the preset's width ratio, sharing the discriminator's embeddings")
     p.add_argument("--no-hc", action="store_true", help="disable hard correction")
     p.add_argument("--sr-weight", type=number(0.0), default=None,
                    help="soft-regularization weight (default 1.0; 0 disables)")
@@ -71,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "or skip its update and count it (history: nonfinite_skipped)")
     p.add_argument("--output-dir", default="runs/electra")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue from a checkpoint file, or (flag alone) from OUTPUT_DIR/checkpoint.pt")
+                   help="continue from a checkpoint file, or (flag alone) from OUTPUT_DIR/checkpoint.pt "
+                        "(repeat the run's --init-from/--generator-from)")
     p.add_argument("--save-every", type=integer(1), default=100, help="checkpoint every N steps (and at the end)")
     p.add_argument("--log-every", type=integer(1), default=10,
                    help="read the step statistics back from the device every N steps (and before each evaluation "
@@ -83,13 +97,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="tokenized-data cache (default ~/.cache/tnops/electra_data)")
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.generator_from is not None and args.init_from is None:
+        p.error("--generator-from: needs --init-from (the discriminator the generator belongs to)")
+    return args
 
 
 def train(args) -> dict:
     """Run pre-training as ``args`` says; returns a summary (final step, last losses, paths)."""
     run = setup_run(args)
     max_steps = run.config.max_steps
+    if getattr(args, "init_from", None) and run.step == 0 and run.rank == 0:
+        evaluate_checkpoint(run)
     try:
         while run.step < run.stop_at:
             train_step(run)
@@ -108,6 +127,15 @@ def train(args) -> dict:
         if run.progress is not None:
             run.progress.close()
     return finish_run(run)
+
+
+def evaluate_checkpoint(run) -> None:
+    """Step 0 of a continued run: the held-out evaluation of the loaded weights (the same batches, masks and
+    samples as every later evaluation), recorded as ``{"step": 0, "init_from": DIR, "eval": {...}}``."""
+    evaluation = evaluate(run.model, run.dataset.eval, run.micro_batch, run.args.eval_batches, run.device,
+                          run.autocast, run.args.seed)
+    if evaluation:
+        run.history.append({"step": 0, "init_from": str(run.args.init_from), "eval": evaluation})
 
 
 def main(argv=None) -> int:

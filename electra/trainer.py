@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import tnops
+from electra import init_from
 from electra.batches import Batch, BatchStream, eval_batches
 from electra.config import ElectraTNConfig
 from electra.dataset import PretrainingData, build_dataset
 from electra.modeling import ElectraTNForPretraining
 from electra.optim import make_optimizer, step_where, warmup_linear_decay
 from electra.seeds import derive_seed
+from electra.synonym_source import run_synonyms
 from electra.tokenizer import load_tokenizer
 from electra.training_io import atomic_save, load_checkpoint, plot_history, write_history
 from tnops.io import remove_stale_temporaries
@@ -101,11 +102,12 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _config(args, tokenizer) -> ElectraTNConfig:
+def _config(args, tokenizer, sizes: dict | None = None) -> ElectraTNConfig:
+    """The preset's recipe with the command line's overrides; ``sizes``: the model's sizes from ``--init-from``."""
     given = {"max_steps": args.max_steps, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
              "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps, "sr_weight": args.sr_weight,
              "dropout": args.dropout}
-    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides = {**(sizes or {}), **{k: v for k, v in given.items() if v is not None}}
     config = ElectraTNConfig.from_preset(args.preset, hc=not args.no_hc, sentence_sr_weight=args.sentence_sr,
                                          **overrides).for_tokenizer(tokenizer)
     config.warmup_steps = min(config.warmup_steps, config.max_steps)
@@ -124,19 +126,6 @@ def _dataset(args, tokenizer, config, rank: int) -> PretrainingData:
     return dataset if rank == 0 else build(False)
 
 
-def _synonyms(args, tokenizer, output_dir: Path, rank: int):
-    if args.no_hc:
-        return None
-    if args.synonyms:
-        return tnops.SynonymTable.load(args.synonyms, vocab=tokenizer)
-    path = output_dir / "synonyms.pt"
-    if rank == 0 and not path.exists():
-        tnops.SynonymTable.from_wordnet(tokenizer, progress=not args.no_progress).save(path)
-    if dist.is_initialized():
-        dist.barrier()
-    return tnops.SynonymTable.load(path, vocab=tokenizer)
-
-
 def _precision(args, device: torch.device):
     """``(autocast context, GradScaler)``: autocast on CUDA only; a scaler only for fp16."""
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
@@ -153,15 +142,23 @@ def setup_run(args) -> TrainingRun:
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_dir / "checkpoint.pt")  # left by a run killed mid-save
-    tokenizer = load_tokenizer(args.tokenizer)
-    config = _config(args, tokenizer)
+    pretrained = None
+    if getattr(args, "init_from", None):  # continued pre-training: sizes and tokenizer from the checkpoint
+        pretrained = init_from.load_pretrained(args.init_from, getattr(args, "generator_from", None),
+                                               args.tokenizer, args.dropout)
+    tokenizer = pretrained.tokenizer if pretrained else load_tokenizer(args.tokenizer)
+    config = _config(args, tokenizer, init_from.checkpoint_sizes(pretrained) if pretrained else None)
+    if pretrained:
+        init_from.check_config(pretrained, config)
     if config.batch_size % (world * args.grad_accum):
         raise ValueError(f"--batch-size {config.batch_size} is not divisible by world_size × grad_accum = "
                          f"{world} × {args.grad_accum}")
     dataset = _dataset(args, tokenizer, config, rank)
-    synonyms = _synonyms(args, tokenizer, output_dir, rank)
+    synonyms = run_synonyms(args, tokenizer, output_dir, rank)
+    synonyms = synonyms.to(device) if synonyms is not None else None
     torch.manual_seed(derive_seed("torch", args.seed, rank))  # initialisation and dropout
-    model = ElectraTNForPretraining(config, synonyms.to(device) if synonyms is not None else None).to(device)
+    model = (init_from.build_model(pretrained, config, synonyms) if pretrained
+             else ElectraTNForPretraining(config, synonyms)).to(device)
     optimizer = make_optimizer(model, args.optimizer, config.learning_rate, config.weight_decay, config.adam_epsilon)
     autocast, scaler = _precision(args, device)
     run = TrainingRun(args, rank, world, device, output_dir, tokenizer, config, dataset, model, model, optimizer,
@@ -351,8 +348,8 @@ def resume(run: TrainingRun, path: Path) -> None:
             torch.cuda.set_rng_state(state["cuda_rng"][min(run.rank, len(state["cuda_rng"]) - 1)])
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
         first = (str(error).splitlines() or [""])[0][:500]
-        raise ValueError(f"--resume: {path} does not fit this run (another --preset, tokenizer, corpus, "
-                         f"--batch-size or --seed?): {type(error).__name__}: {first}") from None
+        raise ValueError(f"--resume: {path} does not fit this run (another --preset, --init-from, tokenizer, "
+                         f"corpus, --batch-size or --seed?): {type(error).__name__}: {first}") from None
     run.step, run.history = state["step"], state["history"]
     run.skipped = run.history[-1].get("nonfinite_skipped", 0) if run.history else 0
 

@@ -1,0 +1,208 @@
+"""Continued pre-training: ``electra-pretrain --init-from DIR [--generator-from DIR]``.
+
+``--init-from`` names a transformers ``ElectraForPreTraining`` checkpoint directory (this trainer's export
+``final/discriminator``, or a published ELECTRA discriminator); ``--generator-from`` optionally an
+``ElectraForMaskedLM`` one (``final/generator``).  Without a generator, one is built fresh at the preset's
+``generator_fraction`` of the discriminator's width, with the discriminator's activation and norms.  Either
+way the two halves share the discriminator's whole embedding block (DESIGN §5) and the generator's output
+is tied to its word table; a loaded generator keeps its own encoder, embedding projection, head and output
+bias, and its own copy of the embeddings is dropped.
+
+The model's sizes come from the checkpoint, the recipe (learning rate, batch, steps, warm-up) from the preset
+and the command line.  The tokenizer is the one saved beside the weights (the export writes it there),
+else ``--tokenizer``.  Weights are read by ``transformers``' ``from_pretrained`` (safetensors, or
+``pytorch_model.bin`` with ``weights_only=True``), offline; a file that would leave any parameter randomly
+initialised is refused.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from electra.config import ElectraTNConfig
+from electra.modeling import ElectraTNForPretraining
+from electra.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+__all__ = ["Pretrained", "build_model", "check_config", "checkpoint_sizes", "load_pretrained"]
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+# What the two halves must agree on to share one embedding block.
+SHARED_SIZES = ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size")
+_WHAT = {"ElectraForPreTraining": ("--init-from", "an ElectraForPreTraining (discriminator)", "--generator-from"),
+         "ElectraForMaskedLM": ("--generator-from", "an ElectraForMaskedLM (generator)", "--init-from")}
+
+
+@dataclass
+class Pretrained:
+    """What ``--init-from`` / ``--generator-from`` loaded: the two halves (generator None: build one fresh)
+    and the tokenizer of their vocabulary."""
+
+    directory: Path
+    discriminator: torch.nn.Module
+    generator: torch.nn.Module | None
+    tokenizer: object
+    generator_directory: Path | None = None
+
+
+def _directory(path, flag: str) -> Path:
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        what = "not a directory" if directory.exists() else "no such directory"
+        raise FileNotFoundError(f"{flag}: {what}: {str(path)!r}; expected a transformers ELECTRA checkpoint "
+                                "directory (config.json and model.safetensors), e.g. OUTPUT_DIR/final/discriminator")
+    return directory.resolve()
+
+
+def _electra_config(directory: Path, flag: str) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        names = ("generator", "discriminator") if flag == "--generator-from" else ("discriminator", "generator")
+        inside = [name for name in names if (directory / name / "config.json").is_file()]
+        hint = f"; an export of this trainer? pass {directory / inside[0]}" if inside else ""
+        raise ValueError(f"{flag}: {directory} is not a transformers checkpoint (no config.json){hint}")
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{flag}: {path} is not a readable config ({type(error).__name__}: {error})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "electra":
+        raise ValueError(f"{flag}: {directory} is not an ELECTRA checkpoint (config.json model_type "
+                         f"{model_type!r}, expected 'electra')")
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise ValueError(f"{flag}: {directory} holds no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    return config
+
+
+@contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging
+
+    verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bar:
+            logging.enable_progress_bar()
+
+
+def _load_half(cls, directory: Path, dropout: float | None):
+    """``cls.from_pretrained`` in fp32, offline; ValueError naming the flag when any weight is missing or misshapen."""
+    flag, what, other = _WHAT[cls.__name__]
+    config = _electra_config(directory, flag)
+    options = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    try:
+        with _quiet_transformers():  # its load report and progress bar: a missing weight is an error here
+            model, info = cls.from_pretrained(directory, local_files_only=True, dtype=torch.float32,
+                                              output_loading_info=True, **options)
+    except Exception as error:  # transformers raises OSError/ValueError/RuntimeError/... depending on the file
+        first = (str(error).splitlines() or [""])[0][:300]
+        raise ValueError(f"{flag}: cannot load {directory} as {cls.__name__} "
+                         f"({type(error).__name__}: {first})") from None
+    missing = list(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]
+    if missing:
+        saved = ", ".join(config.get("architectures") or []) or "unknown"
+        hint = f"; is it for {other}?" if saved in _WHAT and saved != cls.__name__ else ""
+        raise ValueError(f"{flag}: {directory} is not {what} checkpoint: {len(missing)} weights missing or of "
+                         f"another shape ({', '.join(sorted(missing)[:3])}, ...; saved architectures: {saved}){hint}")
+    return model
+
+
+def _tokenizer(directory: Path, fallback):
+    """The tokenizer saved beside the weights, else ``--tokenizer`` (default bert-base-uncased)."""
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        return load_tokenizer(fallback)
+    tokenizer = load_tokenizer(str(directory))
+    if fallback is not None and tokenizer_fingerprint(load_tokenizer(fallback)) != tokenizer_fingerprint(tokenizer):
+        raise ValueError(f"--tokenizer: {fallback!r} differs from the tokenizer saved beside --init-from {directory}; "
+                         "leave --tokenizer out (it is only the fallback for a checkpoint without one)")
+    return tokenizer
+
+
+def _check_generator(generator, generator_dir: Path, discriminator, tokenizer) -> None:
+    """The generator must share the discriminator's embedding block: same vocabulary and table sizes."""
+    for name in SHARED_SIZES:
+        ours, theirs = getattr(discriminator.config, name), getattr(generator.config, name)
+        if ours != theirs:
+            raise ValueError(f"--generator-from: {generator_dir} has {name} {theirs}, the discriminator of "
+                             f"--init-from {ours}; the two must share one embedding block (same vocabulary)")
+    if any((generator_dir / name).is_file() for name in TOKENIZER_FILES):
+        if load_tokenizer(str(generator_dir)).get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"--generator-from: the vocabulary saved in {generator_dir} differs from the one "
+                             "of --init-from (another tokenizer); the two halves must share one vocabulary")
+
+
+def load_pretrained(init_from, generator_from=None, tokenizer=None, dropout: float | None = None) -> Pretrained:
+    """Load ``--init-from`` (and ``--generator-from``) and their tokenizer.
+
+    Args:
+        init_from: ElectraForPreTraining checkpoint directory.
+        generator_from: ElectraForMaskedLM checkpoint directory, or None.
+        tokenizer: ``--tokenizer``: used when no tokenizer is saved beside ``init_from``.
+        dropout: ``--dropout`` (None: the checkpoint's).
+
+    Raises:
+        FileNotFoundError: a directory is missing.
+        ValueError: not an ELECTRA checkpoint of the right kind, weights missing, or the halves' vocabularies
+            (or the tokenizer's) differ; the message names the flag.
+    """
+    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+
+    directory = _directory(init_from, "--init-from")
+    generator_dir = _directory(generator_from, "--generator-from") if generator_from is not None else None
+    discriminator = _load_half(ElectraForPreTraining, directory, dropout)
+    vocab = _tokenizer(directory, tokenizer)
+    if len(vocab) != discriminator.config.vocab_size:
+        raise ValueError(f"--init-from: {directory} has a vocabulary of {discriminator.config.vocab_size} tokens but "
+                         f"its tokenizer ({getattr(vocab, 'name_or_path', '?')}) has {len(vocab)}; save the "
+                         "checkpoint's own tokenizer beside it or pass it as --tokenizer")
+    generator = None
+    if generator_dir is not None:
+        generator = _load_half(ElectraForMaskedLM, generator_dir, dropout)
+        _check_generator(generator, generator_dir, discriminator, vocab)
+    return Pretrained(directory, discriminator, generator, vocab, generator_dir)
+
+
+def checkpoint_sizes(pretrained: Pretrained) -> dict:
+    """ElectraTNConfig fields taken from the checkpoint instead of the preset (the model's sizes)."""
+    disc = pretrained.discriminator.config
+    sizes = dict(vocab_size=disc.vocab_size, hidden_size=disc.hidden_size, num_layers=disc.num_hidden_layers,
+                 num_heads=disc.num_attention_heads, intermediate_size=disc.intermediate_size,
+                 embedding_size=disc.embedding_size, max_position_embeddings=disc.max_position_embeddings,
+                 type_vocab_size=disc.type_vocab_size, dropout=disc.hidden_dropout_prob)
+    if pretrained.generator is not None:
+        sizes["generator_fraction"] = pretrained.generator.config.hidden_size / disc.hidden_size
+    return sizes
+
+
+def check_config(pretrained: Pretrained, config: ElectraTNConfig) -> None:
+    """ValueError when the recipe does not fit the checkpoint (sequences longer than its position table)."""
+    positions = pretrained.discriminator.config.max_position_embeddings
+    if config.max_seq_length > positions:
+        raise ValueError(f"--max-seq-length: {config.max_seq_length} is longer than the --init-from checkpoint's "
+                         f"position table ({positions}); pass --max-seq-length {positions} or less")
+
+
+def build_model(pretrained: Pretrained, config: ElectraTNConfig, synonyms=None) -> ElectraTNForPretraining:
+    """The pre-training model around the loaded halves; a fresh generator (``config.generator_fraction`` of the
+    discriminator's width, its depth, activation and norms) when none was loaded.  Call after seeding."""
+    from transformers import ElectraForMaskedLM
+
+    generator = pretrained.generator
+    if generator is None:
+        gen_config = copy.deepcopy(pretrained.discriminator.config)
+        gen_config.hidden_size = config.generator_hidden_size
+        gen_config.num_attention_heads = config.generator_num_heads
+        gen_config.intermediate_size = config.generator_intermediate_size
+        gen_config.architectures = ["ElectraForMaskedLM"]
+        generator = ElectraForMaskedLM(gen_config)
+    return ElectraTNForPretraining(config, synonyms, discriminator=pretrained.discriminator, generator=generator)
