@@ -42,3 +42,19 @@ def test_report_without_results_fails(tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/report.py", str(tmp_path)], cwd=ROOT, capture_output=True,
                           text=True)
     assert done.returncode == 1 and "no bench_*.json or memory_*.json" in done.stderr
+
+
+def test_cpu_peers_runs_interleaved_cases_and_writes_table_json_and_plot(tmp_path):
+    cases = ["matmuls alone (floor)", "eager PyTorch, TN", "tnops torch backend, TN", "tnops native, TN",
+             "tnops native, CE, bf16"]
+    out = run(["benchmarks/cpu_peers.py", "--rounds", "1", "--n", "32", "--vocab", "300", "--width", "16",
+               "--out", str(tmp_path), "--cases", *cases])
+    assert "| tnops native, TN |" in out and "| matmuls alone (floor) | " in out
+    results = json.loads((tmp_path / "cpu_peers.json").read_text())["results"]
+    from tnops import backends
+
+    native = backends.unavailable_reason("native") is None
+    expected = set(cases) if native else set(cases) - {"tnops native, TN", "tnops native, CE, bf16"}
+    assert expected <= set(results)
+    assert all(r["seconds"] > 0 and r["extra_mb"] >= 0 for r in results.values())
+    assert (tmp_path / "cpu_peers.png").stat().st_size > 5_000
