@@ -7,9 +7,18 @@ kernel (shapes only) and ``register_autograd``, so ``torch.compile(fullgraph=Tru
 and eager calls run the very same code.  Options travel as schema arguments (``MLMOptions.op_args``); the
 synonym table as its CSR tensors; the seed as an int64 tensor, so a seed drawn inside a graph stays there.
 
-Fused gradients: when a backend ``FUSES_GRADIENTS`` and ``want_*`` flags are set, ``mlm_head`` returns
-``d(Σ ce)/d(inputs, weight, bias)``; the caller must then reduce ``ce`` by a plain sum (times any scalar), so
-the upstream gradient is the same for every row and backward only scales the stored gradients.
+Fused gradients: when a backend ``FUSES_GRADIENTS`` and ``want_*`` flags are set, ``mlm_head`` computes
+``d(Σ ce)/d(inputs, weight, bias)`` in its forward pass and hands it out through its scalar output ``ce_sum``
+(``Σ ce``): the backward of ``ce_sum`` scales the stored gradients by its upstream scalar, which is exact for any
+use of ``ce_sum``.  The per-row ``ce`` is then not differentiable (a per-row weighting of it would need other
+gradients than the stored ones), so no use of the outputs can silently get a wrong gradient.  Without fusion
+both ``ce`` and ``ce_sum`` are differentiable (their upstreams add up per row).
+
+Checks inside the ops: every index a kernel dereferences (labels, row ids, the CSR table, predictions) is
+checked in the op's own body before any backend runs, so a compiled graph (which skips the Python checks of
+``tnops.validation``) raises the same ValueError instead of reading out of bounds; the kernels check again.
+Double backward (``create_graph=True``) is refused by name: the gradients returned then carry a node that raises
+``DOUBLE_BACKWARD_ERROR`` when differentiated (as ``@once_differentiable`` does), never a silent zero.
 """
 from __future__ import annotations
 
@@ -17,10 +26,38 @@ import torch
 from torch import Tensor
 
 from tnops import backends, losses
+from tnops import validation as check
 from tnops.options import MLMOptions
 from tnops.synonyms.csr import CSRView
 
 _EMPTY_SHAPE = (0,)
+DOUBLE_BACKWARD_ERROR = (
+    "tnops: double backward through the tnops losses is not supported (a gradient of a gradient, e.g. "
+    "torch.autograd.grad(..., create_graph=True) followed by a backward through that gradient, as a gradient "
+    "penalty does); compute such a penalty on a loss built from plain PyTorch ops")
+
+
+class _RefuseDoubleBackward(torch.autograd.Function):
+    """Identity on a gradient; differentiating through it raises ``DOUBLE_BACKWARD_ERROR``."""
+
+    @staticmethod
+    def forward(grad):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+
+
+def _first_order_only(grads):
+    """Gradients as computed; under ``create_graph=True`` each one that exists gets a refusing grad_fn."""
+    if not torch.is_grad_enabled():
+        return grads
+    return [g if g is None else _RefuseDoubleBackward.apply(g.detach().requires_grad_()) for g in grads]
 
 
 def _empty(like: Tensor) -> Tensor:
@@ -42,16 +79,19 @@ def mlm_head(inputs: Tensor, weight: Tensor | None, bias: Tensor | None, labels:
              syn_offsets: Tensor | None, syn_ids: Tensor | None, syn_keys: Tensor | None,
              sr_embedding: Tensor | None, seed: Tensor, prediction: str, temperature: float, disallow_correct: bool,
              ignore_index: int, backend: str, want_inputs: bool, want_weight: bool,
-             want_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(ce [N], lse [N], predictions [N], corrected [N], sr [N] | empty, sr_aux [K, N] | empty,
+             want_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                       Tensor]:
+    """``(ce [N], ce_sum [], lse [N], predictions [N], corrected [N], sr [N] | empty, sr_aux [K, N] | empty,
     d_inputs | empty, d_weight | empty, d_bias | empty)`` of a backend over the rows of ``inputs [N, E]``."""
+    vocab = inputs.shape[1] if weight is None else weight.shape[0]
+    check.op_indices(labels, vocab, ignore_index, row_ids, syn_offsets, syn_ids, syn_keys)
     table = None if syn_offsets is None else CSRView(syn_offsets, syn_ids, syn_keys)
     options = MLMOptions.from_op_args(prediction, temperature, disallow_correct, ignore_index, int(seed))
     want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None)
     rows = backends.get(backend).mlm_forward(inputs, weight, bias, labels, row_ids, table, sr_embedding, options,
                                              want if fuses(backend, want) else (False, False, False))
     grads = rows.grads or (None, None, None)
-    return (rows.ce, rows.lse, rows.predictions, rows.corrected,
+    return (rows.ce, rows.ce.sum(), rows.lse, rows.predictions, rows.corrected,
             _empty(rows.ce) if rows.sr is None else rows.sr, _empty(rows.ce) if rows.sr_aux is None else rows.sr_aux,
             *(_empty(inputs) if g is None else g for g in grads))
 
@@ -68,7 +108,8 @@ def _(inputs, weight, bias, labels, row_ids, syn_offsets, syn_ids, syn_keys, sr_
     aux_rows = backends.get(backend).sr_aux_rows if sr_embedding is not None and hasattr(
         backends.get(backend), "sr_aux_rows") else 0
     grads = [torch.empty_like(t) if fused and w else _empty(inputs) for t, w in zip((inputs, weight, bias), want)]
-    return (rows, rows.clone(), labels.new_empty((n,), dtype=torch.int64), labels.new_empty((n,), dtype=torch.bool),
+    return (rows, rows.new_empty(()), rows.clone(), labels.new_empty((n,), dtype=torch.int64),
+            labels.new_empty((n,), dtype=torch.bool),
             sr, rows.new_empty((aux_rows, n)) if aux_rows else _empty(rows), *grads)
 
 
@@ -82,6 +123,12 @@ def mlm_head_backward(inputs: Tensor, weight: Tensor | None, bias: Tensor | None
     options = MLMOptions(ignore_index=ignore_index)
     want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None,
             want_sr and sr_embedding is not None)
+    if any(want[:3]):
+        check.id_range("labels", labels, inputs.shape[1] if weight is None else weight.shape[0], ce_coef != 0)
+    if want[3]:
+        live = sr_coef != 0
+        check.id_range("labels", labels, sr_embedding.shape[0], live)
+        check.id_range("predictions", predictions, sr_embedding.shape[0], live)
     grads = backends.get(backend).mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions,
                                                sr_coef, None if _is_empty(sr_aux) else sr_aux, options, want)
     return tuple(_empty(inputs) if g is None or not w else g for g, w in zip(grads, want))
@@ -98,35 +145,34 @@ def _(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_
 
 def _head_setup(ctx, inputs, output):
     (x, weight, bias, labels, _, _, _, _, sr_embedding, _, _, _, _, ignore_index, backend, w_in, w_w, w_b) = inputs
-    ce, lse, predictions, corrected, _, sr_aux, d_in, d_w, d_b = output
+    ce, _, lse, predictions, corrected, _, sr_aux, d_in, d_w, d_b = output
     ctx.ignore_index, ctx.backend = ignore_index, backend
     ctx.fused = fuses(backend, (w_in, w_w and weight is not None, w_b and bias is not None))
+    if ctx.fused:  # the stored gradients are those of ce_sum alone (module docstring)
+        ctx.mark_non_differentiable(ce)
     ctx.has = (weight is not None, bias is not None, sr_embedding is not None)
-    ctx.n_rows = labels.shape[0]
     saved = (d_in, d_w, d_b) if ctx.fused else (x, weight, bias)
     ctx.save_for_backward(*saved, labels, lse, corrected, predictions, sr_embedding, sr_aux)
 
 
-def _head_backward(ctx, g_ce, _g_lse, _g_pred, _g_corrected, g_sr, _g_aux, _g_din, _g_dw, _g_db):
+def _head_backward(ctx, g_ce, g_ce_sum, _g_lse, _g_pred, _g_corrected, g_sr, _g_aux, _g_din, _g_dw, _g_db):
     first, second, third, labels, lse, corrected, predictions, sr_embedding, sr_aux = ctx.saved_tensors
     need = ctx.needs_input_grad
     masked = labels != ctx.ignore_index
     kept = masked & ~corrected
     grads = [None] * 18
     if ctx.fused:
-        # the caller summed ce: every row's upstream gradient is the same scalar (see the module docstring)
-        scale = g_ce.sum() / max(ctx.n_rows, 1)
         for i, g in enumerate((first, second, third)):
             if need[i]:
                 if _is_empty(g):
                     raise RuntimeError("tnops::mlm_head: a gradient is needed that the forward pass did not fuse")
-                grads[i] = g * scale.to(g.dtype)
+                grads[i] = g * g_ce_sum.to(g.dtype)
     want_ce = not ctx.fused and any(need[:3])
     want_sr = ctx.has[2] and need[8]
     if want_ce or want_sr:
         inputs, weight, bias = (first, second, third) if not ctx.fused else (None, None, None)
         zero = torch.zeros_like(lse)  # coefficients in the compute dtype (float64 for float64 inputs)
-        ce_coef = torch.where(kept, g_ce.to(lse.dtype), zero) if want_ce else zero
+        ce_coef = torch.where(kept, (g_ce + g_ce_sum).to(lse.dtype), zero) if want_ce else zero
         sr_coef = torch.where(masked, g_sr.to(lse.dtype), zero) if want_sr else zero
         if inputs is None:  # fused CE: only the SR gradient is left; any tensor serves as the placeholder input
             inputs, weight, bias = sr_embedding, None, None
@@ -138,7 +184,7 @@ def _head_backward(ctx, g_ce, _g_lse, _g_pred, _g_corrected, g_sr, _g_aux, _g_di
             grads[0], grads[1], grads[2] = (d if need[i] else None for i, d in enumerate((d_in, d_w, d_b)))
         if want_sr:
             grads[8] = d_sr
-    return tuple(grads)
+    return tuple(_first_order_only(grads))
 
 
 mlm_head.register_autograd(_head_backward, setup_context=_head_setup)
@@ -166,7 +212,7 @@ def _rtd_setup(ctx, inputs, output):
 
 def _rtd_backward(ctx, g_loss, _g_grad):
     (grad,) = ctx.saved_tensors
-    return (g_loss * grad).to(ctx.logits_dtype), None, None, None, None, None
+    return (*_first_order_only([(g_loss * grad).to(ctx.logits_dtype)]), None, None, None, None, None)
 
 
 rtd_rows.register_autograd(_rtd_backward, setup_context=_rtd_setup)
@@ -189,7 +235,8 @@ def _sr_setup(ctx, inputs, output):
 
 def _sr_backward(ctx, g_rows):
     embedding, gold, pred, live = ctx.saved_tensors
-    return losses.sr_rows_backward(embedding, gold, pred, live, g_rows).to(embedding.dtype), None, None, None
+    return (*_first_order_only([losses.sr_rows_backward(embedding, gold, pred, live, g_rows).to(embedding.dtype)]),
+            None, None, None)
 
 
 sr_rows.register_autograd(_sr_backward, setup_context=_sr_setup)

@@ -121,6 +121,7 @@ def _options(vocab_size: int, synonyms, **keywords) -> MLMOptions:
 
 def _mlm(inputs, weight, bias, labels, synonyms, sr_embedding, options: MLMOptions, row_ids, backend) -> MLMLossOutput:
     """Select a backend, run ``tnops::mlm_head`` over the flattened rows, compute ``kept`` once and reduce."""
+    check.no_functorch_transform()
     name = backends.select(inputs.device, inputs.dtype, backend)
     lead = labels.shape
     flat_inputs = inputs.reshape(-1, inputs.shape[-1])
@@ -131,12 +132,13 @@ def _mlm(inputs, weight, bias, labels, synonyms, sr_embedding, options: MLMOptio
     sr_table = sr_embedding if options.sr_weight else None
     fuse = options.reduction != "none" and torch.is_grad_enabled()
     want = tuple(fuse and t is not None and t.requires_grad for t in (flat_inputs, weight, bias))
-    ce_rows, _, predictions, corrected, sr_rows, *_ = _ops.mlm_head(
+    ce_rows, ce_sum, _, predictions, corrected, sr_rows, *_ = _ops.mlm_head(
         flat_inputs, weight, bias, flat_labels, flat_row_ids, *(table if table is not None else (None,) * 3),
         sr_table, seed, *options.op_args(), name, *want)
     masked = flat_labels != options.ignore_index
     kept = masked & ~corrected  # the masked set comes from the labels alone, never from the predictions
-    ce = losses.reduce_rows(ce_rows, kept, options.reduction)
+    # scalar reductions use the op's Σ ce output: the one that carries fused gradients (tnops/_ops.py)
+    ce = ce_rows if options.reduction == "none" else losses.reduce_sum(ce_sum, kept, options.reduction)
     sr = losses.reduce_rows(sr_rows, masked, options.reduction) if sr_table is not None else torch.zeros_like(ce)
     if options.reduction == "none":
         ce, sr = ce.reshape(lead), sr.reshape(lead)
@@ -144,15 +146,13 @@ def _mlm(inputs, weight, bias, labels, synonyms, sr_embedding, options: MLMOptio
 
 
 def _seed_tensor(options: MLMOptions) -> torch.Tensor:
-    """The Philox seed as the int64 tensor the custom op takes (its 64 bits, signed)."""
+    """The Philox seed as the int64 tensor the custom op takes (its 64 bits, signed).  ``seed=None`` draws one
+    from torch's default generator by one rule, eager and compiled alike (``tnops.random.draw_seed_tensor``)."""
     if options.prediction != "sample":
         return torch.zeros((), dtype=torch.int64)
     if options.seed is None:
-        if torch.compiler.is_compiling():  # int(tensor) would break the graph: the seed stays a tensor
-            return torch.randint(0, 2**62, (), dtype=torch.int64)
-        seed = tn_random.draw_seed()
-    else:
-        seed = options.seed
+        return tn_random.draw_seed_tensor()  # a tensor: int() of it would break a compiled graph
+    seed = options.seed
     return torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
 
 
@@ -174,12 +174,13 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     if gold_ids.shape != pred_ids.shape:
         raise ValueError(f"pred_ids: expected the shape of gold_ids {tuple(gold_ids.shape)}, got "
                          f"{tuple(pred_ids.shape)}")
-    check.integer("ignore_index", ignore_index)
+    check.integer("ignore_index", ignore_index, int64=True)
     check.choice("reduction", reduction, check.REDUCTIONS)
     check.same_device(embedding=embedding, gold_ids=gold_ids, pred_ids=pred_ids)
     check.label_range("gold_ids", gold_ids, embedding.shape[0], ignore_index)
     # a prediction is a real id on every gold row: ignore_index there is an error, not a skip
     check.id_range("pred_ids", pred_ids, embedding.shape[0], where=gold_ids != ignore_index)
+    check.no_functorch_transform()
     valid = gold_ids != ignore_index
     rows = _ops.sr_rows(embedding, gold_ids.reshape(-1).long(), pred_ids.reshape(-1).long(), valid.reshape(-1))
     return losses.reduce_rows(rows.reshape(gold_ids.shape), valid, reduction)
@@ -216,6 +217,7 @@ def rtd_loss(disc_logits: torch.Tensor, corrupted_ids: torch.Tensor, original_id
     check.choice("reduction", reduction, check.REDUCTIONS)
     check.same_device(disc_logits=disc_logits, corrupted_ids=corrupted_ids, original_ids=original_ids,
                       attention_mask=attention_mask, corrected=corrected)
+    check.no_functorch_transform()
     name = backends.select(disc_logits.device, disc_logits.dtype, backend)
     flat = lambda t: None if t is None else t.reshape(-1)  # noqa: E731
     per_pos, _ = _ops.rtd_rows(flat(disc_logits), flat(corrupted_ids), flat(original_ids), flat(attention_mask),

@@ -33,6 +33,11 @@ def reduce_rows(per_row: torch.Tensor, counted: torch.Tensor, reduction: str) ->
     return total / counted.sum().clamp_min(1)
 
 
+def reduce_sum(total: torch.Tensor, counted: torch.Tensor, reduction: str) -> torch.Tensor:
+    """A scalar reduction from a sum already made: ``"sum"``: ``total``; ``"mean"``: ``total / max(#counted, 1)``."""
+    return total if reduction == "sum" else total / counted.sum().clamp_min(1)
+
+
 def _sr_terms(embedding, gold, pred, live):
     cdt = compute_dtype(embedding.dtype)
     a = select_rows(live, embedding[torch.where(live, gold, 0).long()].to(cdt))

@@ -45,8 +45,10 @@ class TrueNegativeCrossEntropy(_MLMLossModule):
         sr_embedding: ``[V, E]`` word-embedding table for soft regularization (needed when ``sr_weight > 0``);
             pass the Parameter itself (e.g. ``model.bert.embeddings.word_embeddings.weight``) so SR trains it.
         other keywords: as ``tnops.mlm_loss``.
-    Shapes:
-        forward(logits ``[*, V]``, labels ``[*]``) → scalar (``[*]`` with ``reduction="none"``).
+    Shapes (those of ``nn.CrossEntropyLoss``, class dimension 1):
+        forward(logits ``[N, V]``, labels ``[N]``) → scalar (``[N]`` with ``reduction="none"``);
+        forward(logits ``[N, V, d1, ...]``, labels ``[N, d1, ...]``) → scalar (``[N, d1, ...]``);
+        forward(logits ``[V]``, labels ``[]``) → scalar.  (``tnops.mlm_loss`` itself takes ``[*, V]``.)
     """
 
     def __init__(self, synonyms=None, *, prediction: str = "argmax", temperature: float = 1.0,
@@ -58,6 +60,23 @@ class TrueNegativeCrossEntropy(_MLMLossModule):
         self.sr_embedding = sr_embedding
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            bad = "logits" if not isinstance(logits, torch.Tensor) else "labels"
+            raise TypeError(f"{bad}: expected a torch.Tensor, got {type(logits if bad == 'logits' else labels).__name__}")
+        if logits.dim() > 2:  # nn.CrossEntropyLoss reads [N, C, d1, ...]: move the classes last for mlm_loss
+            expected = (logits.shape[0], *logits.shape[2:])
+            if tuple(labels.shape) != expected:
+                raise ValueError(f"labels: expected shape {expected} for logits {tuple(logits.shape)} (class dimension "
+                                 f"1, as nn.CrossEntropyLoss; flatten to [N, V] and [N] for [*, V] scores), got "
+                                 f"{tuple(labels.shape)}")
+            logits = logits.movedim(1, -1)
+        elif logits.dim() == 1:  # unbatched: logits [V], labels []
+            if labels.dim() != 0:
+                raise ValueError(f"labels: expected a 0-d tensor for 1-d logits [V], got shape {tuple(labels.shape)}")
+            out = functional.mlm_loss(logits[None], labels[None], sr_embedding=self.sr_embedding, **self._keywords())
+            self.last_output = out._replace(**{k: getattr(out, k).squeeze(0) for k in out._fields
+                                               if getattr(out, k).dim() == 1})
+            return self.last_output.loss
         self.last_output = functional.mlm_loss(logits, labels, sr_embedding=self.sr_embedding, **self._keywords())
         return self.last_output.loss
 

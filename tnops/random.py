@@ -163,6 +163,16 @@ def gumbel(seed: int, rows: torch.Tensor, vocab_size: int, start: int = 0, stop:
     return -log_f32(-log_f32(u))
 
 
+SEED_DRAW_HIGH = 2**63 - 1  # seeds drawn for seed=None lie in [0, 2^63 - 1), eager and compiled alike
+
+
+def draw_seed_tensor(generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fresh seed as an int64 CPU tensor ``[]`` in ``[0, 2^63 - 1)`` from torch's default (or the given)
+    generator: the one rule of ``seed=None``.  Under torch.compile it stays in the graph; inductor may draw it from
+    its own generator (README, "Guarantees"), ``aot_eager`` draws what eager draws."""
+    return torch.randint(0, SEED_DRAW_HIGH, (), generator=generator, dtype=torch.int64)
+
+
 def draw_seed(generator: torch.Generator | None = None) -> int:
-    """A fresh 63-bit seed from torch's default (or the given) CPU generator; no device synchronisation."""
-    return int(torch.randint(0, 2**63 - 1, (), generator=generator, dtype=torch.int64))
+    """``draw_seed_tensor`` as a Python int; no device synchronisation (a CPU tensor)."""
+    return int(draw_seed_tensor(generator))

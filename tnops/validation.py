@@ -6,7 +6,6 @@ expected.  Label-range checks read tensor values: on CPU they raise ValueError; 
 """
 from __future__ import annotations
 
-import math
 from numbers import Integral, Real
 
 import torch
@@ -19,6 +18,7 @@ ROW_ID_DTYPES = (torch.int32, torch.int64)
 # greedy decoding is prediction="argmax".
 MIN_TEMPERATURE = 1e-6
 SEED_RANGE = (-(2**63), 2**64)
+INT64_RANGE = (-(2**63), 2**63)
 
 
 def tensor(name: str, value, *, floating: bool | None = None, ndim: int | None = None, min_ndim: int | None = None):
@@ -48,17 +48,24 @@ def choice(name: str, value, options):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}")
 
 
-def integer(name: str, value, *, allow_none: bool = False):
+def integer(name: str, value, *, allow_none: bool = False, int64: bool = False):
+    """An int (numpy integers included); ``int64``: also within ``[-2^63, 2^63)``, as a schema ``int`` must be."""
     if value is None and allow_none:
+        return
+    if isinstance(value, torch.SymInt):  # a symbolic int under torch.compile(dynamic=True): checked by the graph
         return
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name}: expected an int{' or None' if allow_none else ''}, got {type(value).__name__}")
+    if int64 and not INT64_RANGE[0] <= int(value) < INT64_RANGE[1]:
+        raise ValueError(f"{name}: expected an integer in [-2^63, 2^63) (a 64-bit label value), got {value}")
 
 
 def number(name: str, value, *, positive: bool = False, non_negative: bool = False):
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.SymFloat, torch.SymInt)):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    # not math.isfinite: torch.compile(dynamic=True) traces float arguments as symbols, which math cannot take;
+    # these comparisons become guards there (x - x is NaN for inf and NaN)
+    if not value - value == 0:
         raise ValueError(f"{name}: expected a finite number, got {value}")
     if positive and value <= 0:
         raise ValueError(f"{name}: expected a number > 0, got {value}")
@@ -119,7 +126,7 @@ def mlm_keywords(*, prediction, temperature, disallow_correct, sr_weight, ignore
     if not isinstance(disallow_correct, bool):
         raise TypeError(f"disallow_correct: expected a bool, got {type(disallow_correct).__name__}")
     number("sr_weight", sr_weight, non_negative=True)
-    integer("ignore_index", ignore_index)
+    integer("ignore_index", ignore_index, int64=True)
     choice("reduction", reduction, REDUCTIONS)
 
 
@@ -172,3 +179,39 @@ def row_ids(value, labels: torch.Tensor):
     if value.device.type == "cpu" and value.numel() and not torch.compiler.is_compiling() and (
             bool((wide < 0).any()) or bool((wide >= 2**32).any())):
         raise ValueError("row_ids: expected values in [0, 2^32) (they key a 32-bit Philox counter word)")
+
+
+def op_indices(labels: torch.Tensor, vocab_size: int, ignore_index: int, row_ids: torch.Tensor | None,
+               offsets: torch.Tensor | None, ids: torch.Tensor | None, pair_keys: torch.Tensor | None):
+    """The index checks of the ``tnops::mlm_head`` op body: what every backend dereferences, checked with real
+    values even inside a compiled graph (where the public functions' Python checks are skipped).
+
+    labels int64 ``[N]``: ``ignore_index`` or in ``[0, V)``; row_ids ``[N]`` in ``[0, 2^32)``; the CSR table:
+    offsets ``[V+1]`` non-decreasing within ``[0, nnz]``, ids ``[nnz]`` in ``[0, V)``, pair keys ``[nnz+1]``.
+    CPU: ValueError naming the argument; CUDA: ``torch._assert_async`` (no host synchronisation).
+    """
+    label_range("labels", labels, vocab_size, ignore_index)
+    if row_ids is not None:
+        _ids_in_range("row_ids", row_ids, 2**32, torch.ones_like(row_ids, dtype=torch.bool), "")
+    if offsets is None:
+        return
+    nnz = ids.numel()
+    if offsets.shape != (vocab_size + 1,) or pair_keys is None or pair_keys.shape != (nnz + 1,):
+        raise ValueError(f"synonyms: expected CSR offsets [V+1={vocab_size + 1}] and pair keys [nnz+1={nnz + 1}], "
+                         f"got {tuple(offsets.shape)} and {None if pair_keys is None else tuple(pair_keys.shape)}")
+    steps = offsets[1:].long() - offsets[:-1].long()
+    bad_offsets = (offsets < 0).any() | (offsets > nnz).any() | (steps < 0).any()
+    if offsets.device.type == "cpu":
+        if bool(bad_offsets):
+            raise ValueError(f"synonyms: CSR offsets must be non-decreasing within [0, nnz={nnz}] (a tampered table?)")
+    else:
+        torch._assert_async(~bad_offsets, "synonyms: CSR offsets must be non-decreasing within [0, nnz]")
+    _ids_in_range("synonyms", ids, vocab_size, torch.ones_like(ids, dtype=torch.bool), " (CSR ids)")
+
+
+def no_functorch_transform():
+    """Refuse ``torch.func`` transforms (grad, vmap, jacrev, ...): PyTorch cannot run ``torch.library`` custom ops
+    with autograd formulas under them, and its own error does not say what to do."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        raise RuntimeError("tnops: the tnops losses do not support torch.func transforms (torch.func.grad, vmap, "
+                           "jacrev, ...); use torch.autograd.grad or loss.backward() instead")
