@@ -83,3 +83,14 @@ def test_inductor_graph_checks_labels_too():
     run = torch.compile(lambda h, w, y: tnops.linear_mlm_loss(h, w, y).loss, fullgraph=True)
     with pytest.raises(ValueError, match="labels"):
         run(hidden, weight, labels)
+
+
+@pytest.mark.parametrize("bad", [V, -5])
+def test_sr_loss_ids_are_checked_in_a_compiled_graph(bad):
+    embedding = torch.randn(V, 4, requires_grad=True)
+    gold, pred = torch.tensor([1, 2, -100, 4]), torch.tensor([5, bad, 0, 7])
+    run = _compiled(lambda e, g, p: tnops.sr_loss(e, g, p))
+    with pytest.raises(ValueError, match="pred_ids"):
+        run(embedding, gold, pred)
+    with pytest.raises(ValueError, match="gold_ids"):
+        run(embedding, torch.tensor([1, bad, -100, 4]), torch.tensor([5, 6, 0, 7]))

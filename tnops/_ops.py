@@ -221,6 +221,8 @@ rtd_rows.register_autograd(_rtd_backward, setup_context=_rtd_setup)
 @torch.library.custom_op("tnops::sr_rows", mutates_args=())
 def sr_rows(embedding: Tensor, gold: Tensor, pred: Tensor, live: Tensor) -> Tensor:
     """Per-row SR ``1 - cos(e_gold, e_pred)`` (0 where not ``live``), the maths of ``tnops.losses``."""
+    check.id_range("gold_ids", gold, embedding.shape[0], live)
+    check.id_range("pred_ids", pred, embedding.shape[0], live)
     return losses.sr_rows(embedding, gold, pred, live)
 
 
