@@ -13,6 +13,9 @@ things change, marked ``# tnops`` below: the synonym table, ``apply_true_negativ
 correction rate. The Trainer passes ``num_items_in_batch`` (masked labels of the whole optimizer step), so
 with ``--grad-accum`` the loss and gradients are one big batch's; with hard correction that loss is the kept
 rows' cross-entropy summed and divided by the *masked* count (tnops/integrations/transformers.py says why).
+The last ``--eval-blocks`` blocks are held out and ``trainer.evaluate()`` runs on them as run_mlm.py's
+``--do_eval`` does (its ``preprocess_logits_for_metrics`` / accuracy ``compute_metrics``): in eval mode the
+patched model returns the real ``[batch, seq, vocab]`` logits with the same tnops loss.
 
 Lightning, Accelerate or a hand-written loop need nothing from the Trainer: patch the model the same way and
 use ``model(**batch).loss``. Without ``num_items_in_batch`` each micro-batch's loss is its own mean (what those
@@ -88,9 +91,25 @@ def training_arguments(args, **overrides) -> TrainingArguments:
     values = dict(output_dir=str(args.output_dir), per_device_train_batch_size=args.batch_size,
                   gradient_accumulation_steps=args.grad_accum, max_steps=args.max_steps, learning_rate=args.lr,
                   warmup_steps=max(args.max_steps // 10, 0), weight_decay=0.01, logging_steps=args.logging_steps,
-                  save_strategy="no", report_to="none", seed=args.seed, dataloader_num_workers=0,
+                  per_device_eval_batch_size=args.batch_size, save_strategy="no", report_to="none", seed=args.seed,
+                  dataloader_num_workers=0,
                   dataloader_pin_memory=torch.cuda.is_available())
     return TrainingArguments(**{**values, **overrides})
+
+
+def preprocess_logits_for_metrics(logits, labels):
+    """run_mlm.py's: keep the argmax ids, not the ``[batch, seq, vocab]`` scores, across evaluation batches."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def compute_metrics(eval_preds) -> dict:
+    """run_mlm.py's masked-token accuracy (numpy in place of the ``evaluate`` package)."""
+    preds, labels = eval_preds
+    labels, preds = labels.reshape(-1), preds.reshape(-1)
+    mask = labels != -100
+    return {"accuracy": float((preds[mask] == labels[mask]).mean())}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,6 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="default 5e-4 (random init) or 1e-4 (minilm)")
     parser.add_argument("--sr-weight", type=float, default=0.0, help="soft regularization weight (0: off)")
     parser.add_argument("--no-hc", action="store_true", help="no synonym table: plain MLM through tnops")
+    parser.add_argument("--eval-blocks", type=int, default=16, help="last N blocks held out for evaluation (0: none)")
     parser.add_argument("--logging-steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/hf_trainer_mlm"))
@@ -119,13 +139,19 @@ def main(argv=None) -> Trainer:
     transformers.set_seed(args.seed)
     tokenizer = load_tokenizer()
     dataset = build_dataset(tokenizer, args.corpus, args.max_documents or None, args.seq_len)
+    if not 0 <= args.eval_blocks < len(dataset):
+        raise SystemExit(f"--eval-blocks {args.eval_blocks}: the corpus gives {len(dataset)} blocks, keep some")
+    dataset, eval_dataset = dataset[:len(dataset) - args.eval_blocks], dataset[len(dataset) - args.eval_blocks:]
     model = build_model(args.init, len(tokenizer), args.seq_len)
     table = None if args.no_hc else tnops.SynonymTable.from_wordnet(tokenizer)             # tnops
     apply_true_negatives(model, table, sr_weight=args.sr_weight)                            # tnops
     trainer = Trainer(model=model, args=training_arguments(args), train_dataset=dataset,
+                      eval_dataset=eval_dataset or None,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15),
+                      compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
                       callbacks=[TrueNegativeCallback()])                                   # tnops
-    print(f"{len(dataset)} blocks of {args.seq_len} tokens; synonym table: {table}")
+    print(f"{len(dataset)} training and {len(eval_dataset)} evaluation blocks of {args.seq_len} tokens; "
+          f"synonym table: {table}")
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "correction_rate" in entry]
     corrected, masked = sum(e["corrected_tokens"] for e in logs), sum(e["masked_tokens"] for e in logs)
@@ -133,6 +159,10 @@ def main(argv=None) -> Trainer:
           f"({100 * corrected / max(masked, 1):.2f} %)")
     if logs and not math.isfinite(logs[-1]["loss"]):
         raise SystemExit(f"the loss is not finite: {logs[-1]['loss']}")
+    if eval_dataset:
+        metrics = trainer.evaluate()  # eval mode: real logits for the accuracy, the tnops loss as eval_loss
+        print(f"evaluation on {len(eval_dataset)} blocks: loss {metrics['eval_loss']:.4f}, masked-token accuracy "
+              f"{metrics['eval_accuracy']:.4f}")
     trainer.save_model(str(args.output_dir / "final"))  # the state dict is the model's own: loads unpatched
     tokenizer.save_pretrained(str(args.output_dir / "final"))
     return trainer

@@ -1,5 +1,6 @@
-"""examples/hf_trainer_mlm.py: a few HF Trainer steps on the true-negative objective, the callback's logs, and
-gradient accumulation through num_items_in_batch equal to one big batch (gradients and logged loss)."""
+"""examples/hf_trainer_mlm.py: a few HF Trainer steps on the true-negative objective, the callback's logs, the
+evaluation on held-out blocks (eval_loss, run_mlm.py's accuracy), and gradient accumulation through
+num_items_in_batch equal to one big batch (gradients and logged loss)."""
 import copy
 import importlib.util
 import math
@@ -23,12 +24,15 @@ def example():
 
 def test_the_example_trains_a_few_steps_and_logs_the_correction_rate(example, tmp_path):
     trainer = example.main(["--max-steps", "3", "--batch-size", "4", "--seq-len", "64", "--max-documents", "2",
-                            "--logging-steps", "1", "--output-dir", str(tmp_path)])
+                            "--logging-steps", "1", "--eval-blocks", "3", "--output-dir", str(tmp_path)])
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 3
     for entry in logs:
         assert math.isfinite(entry["loss"]) and entry["masked_tokens"] > 0
         assert entry["correction_rate"] == entry["corrected_tokens"] / entry["masked_tokens"]
+    (evaluation,) = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert math.isfinite(evaluation["eval_loss"]) and 0 <= evaluation["eval_accuracy"] <= 1
+    assert len(trainer.eval_dataset) == 3 and len(trainer.train_dataset) > 0
     saved = transformers.BertForMaskedLM.from_pretrained(tmp_path / "final")  # loads as a plain model
     assert "forward" not in vars(saved)
     assert saved(input_ids=torch.tensor([[101, 2023, 103, 102]])).logits.shape == (1, 4, 30522)

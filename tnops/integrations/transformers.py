@@ -1,7 +1,7 @@
-"""Hugging Face ``*ForMaskedLM`` models trained on true negatives, without ever building ``[B, L, V]`` logits.
+"""Hugging Face ``*ForMaskedLM`` models trained on true negatives, without building ``[B, L, V]`` logits to train.
 
 ``apply_true_negatives(model, table)`` replaces the ``forward`` of that one instance (no class is touched,
-nothing happens at import). A call with ``labels`` runs the encoder as before, applies the LM head's
+nothing happens at import). A training call with ``labels`` runs the encoder as before, applies the LM head's
 transform (dense → activation → LayerNorm) to the masked rows only (``labels != ignore_index``; selecting
 them costs one host sync, as in ModernBERT's ``sparse_prediction``), and hands those rows with the tied decoder
 weight and bias to ``tnops.linear_mlm_loss`` (hard correction with the table, soft regularization on the input
@@ -10,12 +10,29 @@ word embeddings). A call without labels is the original forward, untouched. ``re
 What a patched call with labels returns:
 
 * ``MaskedLMOutput(loss, logits, hidden_states, attentions)`` (a tuple ``(loss, logits, ...)`` with
-  ``return_dict=False``, as before). ``loss`` is the tnops loss. ``logits`` is an **empty** ``[B, L, 0]``
-  tensor: the field and the tuple layout stay valid, and code that would read scores from it fails loudly
-  instead of silently reading something else. Call without labels for real logits.
+  ``return_dict=False``, as before). ``loss`` is the tnops loss, in training and in evaluation alike (the same
+  objective, options and normalisation). ``logits`` depends on ``return_logits``:
+
+  - ``"eval"`` (default): in training mode (``model.training``) an **empty** ``[B, L, 0]`` tensor, so no
+    ``[B, L, V]`` tensor is ever built for a training step (the field and the tuple layout stay valid, and code
+    that would read scores from it fails loudly instead of silently reading something else); in eval mode
+    (``model.eval()``, as ``Trainer.evaluate`` / ``predict`` and run_mlm.py's accuracy metric use it) the real
+    ``[B, L, V]`` scores of the original head, the loss still the tnops one.
+  - ``"always"``: the real ``[B, L, V]`` logits in both modes (a training step then pays for them).
+  - ``"never"``: the empty ``[B, L, 0]`` tensor in both modes (evaluation without the ``[B, L, V]`` cost; the
+    predictions are in ``true_negatives``).
+
+  A call without labels always returns the real logits (it is the original forward).
 * ``output.true_negatives`` (and ``model.tnops_last_output``, also set with ``return_dict=False``): a
   ``TrueNegativeOutput`` with the two loss terms, predictions and corrected rows ``[B, L]``, and the corrected
   and masked counts of the call (device tensors, read without a host sync until you ask for a number).
+
+``torch.compile(model)`` of a patched model trains as the eager one does (tested: loss and every gradient, each
+class). The detached loss terms kept in ``true_negatives`` are views of one stacked ``[2]`` tensor, never a
+detached alias of ``loss`` itself: Inductor folds ``ce + 0·sr`` to ``ce`` and lowers ``detach`` to a no-op,
+so with ``sr_weight == 0`` a plain ``mlm_loss.detach()`` came back as the very tensor object that is ``loss``,
+and AOTAutograd's ``mark_non_differentiable`` on it (keyed on the object) stripped ``loss`` of its
+``grad_fn`` (pytorch/pytorch issue 100348 and PR 195688; it still happens with torch 2.13).
 
 Normalisation. Without ``num_items_in_batch`` the loss is ``linear_mlm_loss``'s mean: cross-entropy averaged
 over *kept* rows (masked and not corrected) plus ``sr_weight`` × SR averaged over masked rows. With
@@ -23,7 +40,8 @@ over *kept* rows (masked and not corrected) plus ``sr_weight`` × SR averaged ov
 accumulation micro-batches together) the loss is ``(Σ_kept CE + sr_weight · Σ_masked SR) / num_items_in_batch``,
 as transformers' own losses do, so accumulated losses and gradients equal one big batch's. The kept count of
 the step is unknown until every micro-batch has run, so corrected rows stay in that denominator: the CE term
-is the kept-row mean scaled by kept/masked (the fraction of masked rows not corrected).
+is the kept-row mean scaled by kept/masked (the fraction of masked rows not corrected). ``Trainer.evaluate``
+(transformers 5.25) passes the eval batch's masked count too, so ``eval_loss`` is normalised as the training loss.
 """
 from __future__ import annotations
 
@@ -37,11 +55,12 @@ import torch
 from tnops import functional
 from tnops import validation as check
 
-__all__ = ["SUPPORTED_MODELS", "TrueNegativeOutput", "apply_true_negatives", "correction_counts",
+__all__ = ["RETURN_LOGITS", "SUPPORTED_MODELS", "TrueNegativeOutput", "apply_true_negatives", "correction_counts",
            "remove_true_negatives"]
 
 SUPPORTED_MODELS = ("BertForMaskedLM", "RobertaForMaskedLM", "XLMRobertaForMaskedLM", "ElectraForMaskedLM",
                     "DistilBertForMaskedLM", "ModernBertForMaskedLM")
+RETURN_LOGITS = ("eval", "always", "never")  # when a call with labels returns [B, L, V] logits (module docstring)
 
 
 def _roberta_transform(model, hidden):
@@ -123,7 +142,7 @@ def _family(model) -> str:
 
 def apply_true_negatives(model, synonyms=None, *, sr_weight: float = 0.0, prediction: str = "argmax",
                          temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
-                         ignore_index: int = -100, backend: str | None = None):
+                         ignore_index: int = -100, backend: str | None = None, return_logits: str = "eval"):
     """Train ``model`` (one instance) on the true-negative MLM objective through ``tnops.linear_mlm_loss``.
 
     Args:
@@ -134,12 +153,16 @@ def apply_true_negatives(model, synonyms=None, *, sr_weight: float = 0.0, predic
         prediction: ``"argmax"`` (BERT) or ``"sample"`` (Gumbel-max, an ELECTRA generator).
         temperature, disallow_correct, seed, ignore_index, backend: as ``tnops.linear_mlm_loss``. ``seed=None``
             draws a fresh seed from torch's generator on every call (what training wants).
+        return_logits: when a call with labels also returns the real ``[B, L, V]`` logits: ``"eval"`` (in eval
+            mode only, so ``Trainer.evaluate`` metrics work and training never builds them), ``"always"`` or
+            ``"never"`` (an empty ``[B, L, 0]`` tensor instead). The loss is the tnops loss in every case.
     Returns:
         ``model`` itself. Calling it again replaces the options.
 
     Forward with ``labels [B, L]`` (extra keyword ``num_items_in_batch``: see the module docstring) returns a
-    ``MaskedLMOutput`` whose ``loss`` is the tnops loss, ``logits`` an empty ``[B, L, 0]`` tensor, and
-    ``true_negatives`` a ``TrueNegativeOutput``; without labels the model is unchanged. ``nn.DataParallel``
+    ``MaskedLMOutput`` whose ``loss`` is the tnops loss, ``logits`` an empty ``[B, L, 0]`` tensor in training
+    (the ``[B, L, V]`` scores in eval mode; see ``return_logits``), and ``true_negatives`` a
+    ``TrueNegativeOutput``; without labels the model is unchanged. ``nn.DataParallel``
     replicas call the original instance (a clear error); use DistributedDataParallel.
     """
     family = _family(model)
@@ -149,10 +172,11 @@ def apply_true_negatives(model, synonyms=None, *, sr_weight: float = 0.0, predic
                       reduction="mean")
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"backend: expected a str or None, got {type(backend).__name__}")
+    check.choice("return_logits", return_logits, RETURN_LOGITS)
     remove_true_negatives(model)
     options = dict(synonyms=synonyms, sr_weight=float(sr_weight), prediction=prediction,
                    temperature=float(temperature), disallow_correct=disallow_correct, seed=seed,
-                   ignore_index=int(ignore_index), backend=backend)
+                   ignore_index=int(ignore_index), backend=backend, return_logits=return_logits)
     model._tnops_patch = _Patch(model, options, model.__dict__.get("accepts_loss_kwargs"))
     model._tnops_family = family
     model.forward = types.MethodType(_make_forward(model._tnops_patch.signature), model)
@@ -235,21 +259,30 @@ def _loss_forward(model, patch: _Patch, labels, encoder_arguments: dict, num_ite
         if given is not None and given.device != word_embeddings.device:
             raise RuntimeError(f"{name}: on {given.device} but the patched model is on {word_embeddings.device}; "
                                "a patched model cannot run under nn.DataParallel (use DistributedDataParallel)")
+    # flat positions of the masked rows: the one data-dependent op (one host sync; compiled, one graph break,
+    # taken before the encoder so that it is traced once); they also key the Philox samples of the rows
+    positions = (labels != options["ignore_index"]).reshape(-1).nonzero().squeeze(1)  # [M]
     outputs = encoder(**encoder_arguments, return_dict=True)
     sequence_output = outputs[0]  # [B, L, H]
-    labels = labels.to(sequence_output.device)
+    labels, positions = labels.to(sequence_output.device), positions.to(sequence_output.device)
     if tuple(labels.shape) != tuple(sequence_output.shape[:-1]):
         raise ValueError(f"labels: expected shape {tuple(sequence_output.shape[:-1])} (batch, sequence), got "
                          f"{tuple(labels.shape)}")
     masked = labels != options["ignore_index"]
-    rows = _HEAD_TRANSFORMS[model._tnops_family](model, sequence_output[masked])  # [M, E], masked rows only
+    transform = _HEAD_TRANSFORMS[model._tnops_family]
     decoder = model.get_output_embeddings()
-    row_ids = None
-    if options["prediction"] == "sample":  # Philox keys = positions in the batch, independent of the compaction
-        row_ids = torch.arange(labels.numel(), device=labels.device).reshape(labels.shape)[masked]
+    mode = options["return_logits"]
+    if mode == "always" or (mode == "eval" and not model.training):  # the original head's [B, L, V] scores
+        transformed = transform(model, sequence_output)  # [B, L, E]
+        logits = decoder(transformed)
+        rows = transformed.reshape(-1, transformed.shape[-1]).index_select(0, positions)
+    else:  # the head on the masked rows only: no [B, L, V] tensor
+        rows = transform(model, sequence_output.reshape(-1, sequence_output.shape[-1]).index_select(0, positions))
+        logits = sequence_output.new_empty((*labels.shape, 0))
+    row_ids = positions if options["prediction"] == "sample" else None
     result = functional.linear_mlm_loss(
-        rows, decoder.weight, labels[masked], bias=decoder.bias, synonyms=options["synonyms"],
-        prediction=options["prediction"], temperature=options["temperature"],
+        rows, decoder.weight, labels.reshape(-1).index_select(0, positions), bias=decoder.bias,
+        synonyms=options["synonyms"], prediction=options["prediction"], temperature=options["temperature"],
         disallow_correct=options["disallow_correct"], seed=options["seed"], sr_weight=options["sr_weight"],
         sr_embedding=word_embeddings if options["sr_weight"] else None, ignore_index=options["ignore_index"],
         reduction="mean" if num_items_in_batch is None else "sum", row_ids=row_ids, backend=options["backend"])
@@ -258,21 +291,25 @@ def _loss_forward(model, patch: _Patch, labels, encoder_arguments: dict, num_ite
         if torch.is_tensor(num_items_in_batch):
             num_items_in_batch = num_items_in_batch.to(loss.device)
         loss, mlm, sr = loss / num_items_in_batch, mlm / num_items_in_batch, sr / num_items_in_batch
-    _record(model, patch, labels, masked, result, mlm, sr)
-    output = MaskedLMOutput(loss=loss, logits=sequence_output.new_empty((*labels.shape, 0)),
+    _record(model, patch, labels, masked, positions, result, mlm, sr)
+    output = MaskedLMOutput(loss=loss, logits=logits,
                             hidden_states=getattr(outputs, "hidden_states", None),
                             attentions=getattr(outputs, "attentions", None))
     output.true_negatives = model.tnops_last_output
     return output
 
 
-def _record(model, patch: _Patch, labels, masked, result, mlm, sr) -> None:
+def _record(model, patch: _Patch, labels, masked, positions, result, mlm, sr) -> None:
     """Scatter the per-row results back to ``[B, L]`` and keep the counts (device tensors, no host sync)."""
-    predictions = torch.full_like(labels, patch.options["ignore_index"], dtype=torch.int64)
-    predictions[masked] = result.predictions
-    corrected = torch.zeros_like(masked)
-    corrected[masked] = result.corrected
-    stats = TrueNegativeOutput(mlm_loss=mlm.detach(), sr_loss=sr.detach(), predictions=predictions,
+    flat = labels.reshape(-1)
+    predictions = torch.full_like(flat, patch.options["ignore_index"], dtype=torch.int64).index_copy(
+        0, positions, result.predictions).reshape(labels.shape)
+    corrected = torch.zeros_like(flat, dtype=torch.bool).index_copy(0, positions, result.corrected).reshape(
+        labels.shape)
+    # one stacked copy, never `mlm.detach()`: under Inductor that can be the very object `loss` is (sr_weight 0)
+    # and AOTAutograd's mark_non_differentiable then strips `loss` of its grad_fn (module docstring)
+    terms = torch.stack((mlm, sr.to(mlm.dtype))).detach()
+    stats = TrueNegativeOutput(mlm_loss=terms[0], sr_loss=terms[1], predictions=predictions,
                                corrected=corrected, num_masked=masked.sum(), num_corrected=result.corrected.sum())
     model.tnops_last_output = stats
     if model.training and torch.is_grad_enabled():
