@@ -1,6 +1,7 @@
 """examples/hf_trainer_mlm.py: a few HF Trainer steps on the true-negative objective, the callback's logs, the
 evaluation on held-out blocks (eval_loss, run_mlm.py's accuracy), and gradient accumulation through
-num_items_in_batch equal to one big batch (gradients and logged loss)."""
+num_items_in_batch equal to one big batch (gradients and logged loss). Skipped without transformers or accelerate
+(transformers.Trainer needs accelerate)."""
 import copy
 import importlib.util
 import math
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hf_trainer_mlm.py"
 
