@@ -234,7 +234,10 @@ def test_every_kernel_compiles_for_hopper():
     assert "all kernels compiled for cuda:90" in run.stdout
     assert "wgmma" in run.stdout  # the half-precision dots really use Hopper's tensor-core instructions
     # the backward adds gradients with vectorised relaxed reductions, not fenced value-returning atomics
-    assert all(" red.v" in line for line in run.stdout.splitlines() if line.startswith("ok    _mlm_bwd"))
+    assert all(" red.v" in line for line in run.stdout.splitlines()
+               if line.startswith("ok    _mlm_bwd") and "logits" not in line)  # given logits: plain stores
+    for kernel in ("_mlm_fwd_kernel", "_mlm_bwd_kernel"):  # the given-logits variants (mlm_loss) are built too
+        assert all(f"ok    {kernel}[{dtype}, logits" in run.stdout for dtype in ("fp32", "bf16", "fp16"))
     assert " atom" not in run.stdout
     # ptxas reported registers for every kernel, and none spilled at the tiles head_config picks
     assert run.stdout.count("spill    0") == run.stdout.count("ok    ") > 0
@@ -325,3 +328,78 @@ def test_unmasked_and_corrected_rows_cost_no_work(make_table):
                                     reduction="sum")
     for g, r in zip((dh, dw, db), torch.autograd.grad(ref.loss, exact)):
         assert rel_err(g, r) < 1e-5
+
+
+# ---------------------------------------------------------------- given logits: tnops.mlm_loss on the kernels
+@pytest.fixture
+def launches(monkeypatch):
+    """Counts the launches of each head kernel variant by (kernel, HAS_WEIGHT)."""
+    from tnops.ops import mlm_head_kernels
+
+    counts = {}
+    for name in ("_mlm_fwd_kernel", "_mlm_bwd_kernel"):
+        real = getattr(mlm_head_kernels, name)
+
+        class Counted:
+            def __getitem__(self, grid, real=real, name=name):
+                def launch(*args, **kwargs):
+                    key = (name, kwargs["HAS_WEIGHT"])
+                    counts[key] = counts.get(key, 0) + 1
+                    return real[grid](*args, **kwargs)
+                return launch
+
+        monkeypatch.setattr(mlm_head_kernels, name, Counted())
+    return counts
+
+
+@pytest.mark.parametrize("prediction", ["argmax", "sample"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_mlm_loss_on_given_logits_runs_the_kernels(make_table, launches, prediction, reduction):
+    """``tnops.mlm_loss(..., backend="triton")``: the kernels read the logits (no fallback); loss, predictions,
+    corrected rows and the gradients of logits and SR table vs the fp64 reference (1e-5), with a strided
+    (column-major) logits tensor and a block of -inf logits (masked vocabulary) wider than a tile."""
+    h, w, b, y = inputs(37, 300, 16)
+    base = torch.nn.functional.linear(h, w, b)
+    base[:, :260] = float("-inf")  # a masked vocabulary: the first tile (256 ids here and on a GPU) is all -inf
+    y = torch.where(y >= 0, 260 + y % 40, y)  # golds are never masked ids
+    emb = torch.randn(300, 8, device=DEVICE)
+    kw = {"prediction": prediction, "seed": 9, "sr_weight": 0.5, "reduction": reduction}
+    first = tnops.mlm_loss(base, y, sr_embedding=emb, backend="triton", **kw)
+    pairs = [(int(g), int(p)) for g, p in zip(y.cpu(), first.predictions.cpu()) if g >= 0 and g != p][::2]
+    kw["synonyms"] = make_table(pairs, 300)
+    for logits in (base, base.t().contiguous().t()):
+        leaves = [logits.detach().requires_grad_(), emb.detach().requires_grad_()]
+        launches.clear()
+        out = tnops.mlm_loss(leaves[0], y, sr_embedding=leaves[1], backend="triton", **kw)
+        exact = [t.detach().double().requires_grad_() for t in leaves]
+        ref = reference.mlm_loss(exact[0], y, sr_embedding=exact[1], predictions=out.predictions,
+                                 **{k: v for k, v in kw.items() if k not in ("prediction", "seed")})
+        assert torch.equal(out.corrected, ref.corrected) and out.corrected.sum() == len(pairs) > 0
+        for got, want in ((out.loss, ref.loss), (out.mlm_loss, ref.mlm_loss), (out.sr_loss, ref.sr_loss)):
+            assert torch.isfinite(got).all() and rel_err(got, want) < 1e-5
+        up = torch.rand(ref.loss.shape, dtype=torch.float64, device=DEVICE)
+        grads = torch.autograd.grad((out.loss * up.float()).sum(), leaves)
+        for g, r in zip(grads, torch.autograd.grad((ref.loss * up).sum(), exact), strict=True):
+            assert g.dtype == torch.float32 and rel_err(g, r) < 1e-5
+        spec = reference.predict(base.double(), y, prediction=prediction, seed=9)  # the spec's own predictions
+        eye = torch.eye(300, device=DEVICE)
+        _assert_same_or_near_tie(out.predictions.cpu(), spec.cpu(), base.cpu(), eye.cpu(), None, y.cpu(), kw)
+        assert launches == {("_mlm_fwd_kernel", False): 1, ("_mlm_bwd_kernel", False): 1}
+
+
+def test_mlm_loss_on_given_logits_ignores_nan_rows_and_keeps_zero_rows():
+    """NaN in ignored rows reaches neither loss nor gradient; nothing kept: loss 0, d_logits all zeros."""
+    h, w, b, y = inputs(20, 64, 16)
+    logits = torch.nn.functional.linear(h, w, b)
+    logits[y == -100] = float("nan")
+    x = logits.detach().requires_grad_()
+    out = tnops.mlm_loss(x, y, backend="triton")
+    ref_x = logits.detach().double().requires_grad_()
+    ref = reference.mlm_loss(ref_x, y, predictions=out.predictions)
+    grad, ref_grad = torch.autograd.grad(out.loss, x)[0], torch.autograd.grad(ref.loss, ref_x)[0]
+    assert rel_err(out.loss, ref.loss) < 1e-5 and rel_err(grad, ref_grad) < 1e-5
+    assert (grad[y == -100] == 0).all()
+    none = torch.full_like(y, -100)
+    x = logits.detach().requires_grad_()
+    out = tnops.mlm_loss(x, none, backend="triton")
+    assert out.loss.item() == 0 and torch.equal(torch.autograd.grad(out.loss, x)[0], torch.zeros_like(x))

@@ -3,14 +3,13 @@
 CUDA tensors in float32, bfloat16 and float16 (and, for tests, CPU float32 under ``TRITON_INTERPRET=1``).
 The forward kernels compute per-row CE, log-sum-exp, the prediction, hard correction and SR in one pass
 over vocabulary tiles; the backward recomputes the logits tile by tile (no ``[N, V]`` tensor anywhere).
-``mlm_loss`` (logits already made, no head to fuse) is served by the torch backend's chunked pass.
+``mlm_loss`` (logits already made, ``weight=None``) runs the same kernels reading the given logits tile by tile;
+its backward writes ``d_logits`` directly.
 """
 from __future__ import annotations
 
 import torch
 
-from tnops import losses
-from tnops.backends import torch_chunked as fallback
 from tnops.ops.config import refusal  # imports no Triton: the registry calls unavailable() without it
 from tnops.options import MLMOptions
 from tnops.outputs import MLMRows
@@ -36,13 +35,7 @@ def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
 
 def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
                 want_grads) -> MLMRows:
-    if weight is None:
-        rows = fallback.mlm_forward(inputs, None, None, labels, row_ids, table, sr_embedding, options,
-                                    (False, False, False))
-        if sr_embedding is None:
-            return rows
-        live = labels != options.ignore_index
-        return rows._replace(sr_aux=losses.sr_dot_and_norms(sr_embedding, labels, rows.predictions, live).float())
+    """Per-row results of the kernels; ``weight=None``: ``inputs`` are the ``[N, V]`` logits (``mlm_loss``)."""
     from tnops.ops.mlm_head import mlm_head_forward
 
     out = mlm_head_forward(inputs, weight, bias, labels, offsets=None if table is None else table.offsets,
@@ -58,14 +51,12 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
 
 def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
                  options: MLMOptions, want):
-    if weight is None and any(want[:3]):
-        return fallback.mlm_backward(inputs, None, None, labels, lse, ce_coef, sr_embedding, predictions, sr_coef,
-                                     sr_aux, options, want)
     from tnops.ops.mlm_head import mlm_head_backward, sr_backward
 
     grads = [None, None, None]
     if any(want[:3]):
-        grads = mlm_head_backward(inputs, weight, bias, labels, lse, ce_coef, want=want[:3])
+        grads = mlm_head_backward(inputs, weight, bias, labels, lse, ce_coef, want=want[:3],
+                                  ignore_index=options.ignore_index)
         grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, (inputs, weight, bias))]
     d_sr = None
     if want[3]:

@@ -34,49 +34,61 @@ def _variants():
     from tnops.ops.mlm_head import SEARCH_STEPS
 
     configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name)) for name, dtype in TYPES.items()}
+    logit_configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name), logits=True)
+                     for name, dtype in TYPES.items()}
 
     def head_args(dtype: str) -> dict:  # the arguments the forward and backward LM-head kernels share
         return {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
-                "order_ptr": "*i64", "tiles_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_hn": "i32",
-                "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32"}
-    # Every dtype with every feature on, and with every feature off: the branches that change codegen.
-    all_on_or_off = [(True, True, True), (False, False, False)]
-    for dtype, (bias, sample, disallow) in itertools.product(TYPES.values(), all_on_or_off):
-        cfg = configs[dtype]
+                "order_ptr": "*i64", "tiles_ptr": "*i32", "flags_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32",
+                "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32"}
+    # Every dtype with every feature on, and with every feature off: the branches that change codegen; for the
+    # fused head (weight) and for given logits (mlm_loss: no weight, no bias).
+    all_on_or_off = [(True, True, True, True), (True, False, False, False), (False, False, True, True),
+                     (False, False, False, False)]
+    for dtype, (weight, bias, sample, disallow) in itertools.product(TYPES.values(), all_on_or_off):
+        cfg = configs[dtype] if weight else logit_configs[dtype]
         sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_sum_ptr="*fp32",
                    part_gold_ptr="*fp32", part_best_ptr="*fp32", part_idx_ptr="*i32", seed="i64",
                    temperature="fp32", ignore_index="i32", v_per_split="i32")
-        const = dict(HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample, COUNT_TILES=False,
-                     BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+        const = dict(HAS_WEIGHT=weight, HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample,
+                     COUNT_TILES=False, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
-        yield f"_mlm_fwd_kernel[{dtype}, bias={bias}, sample={sample}, disallow={disallow}]", \
-            mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps
+        if not weight:  # the logits' row stride is V = 30522: not a multiple of 16
+            sig = dict(sig, stride_hn="i32 unaligned")
+        yield f"_mlm_fwd_kernel[{dtype}, {'bias=' + str(bias) if weight else 'logits'}, sample={sample}, " \
+            f"disallow={disallow}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps
     for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         cfg = configs[dtype]
         sig = {n: "*fp32" for n in ("part_max_ptr", "part_sum_ptr", "part_gold_ptr", "part_best_ptr")}
         sig.update({"part_idx_ptr": "*i32", "labels_ptr": "*i64", "offsets_ptr": "*i32", "syn_ids_ptr": "*i32",
                     "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "loss_ptr": "*fp32", "pred_ptr": "*i64",
                     "corrected_ptr": "*i8", "sr_ptr": "*fp32", "sr_dot_ptr": "*fp32", "sr_gold_sq_ptr": "*fp32",
-                    "sr_pred_sq_ptr": "*fp32", "N": "i32", "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
+                    "sr_pred_sq_ptr": "*fp32", "flags_ptr": "*i32", "N": "i32", "V": "i32", "NNZ": "i32",
+                    "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
                     "stride_ee": "i32", "ignore_index": "i32", "cos_eps_sq": "fp32"})
         const = dict(HAS_TABLE=table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=sr, BLOCK_N=cfg.row_block_n,
                      BLOCK_E=cfg.row_block_e)
         yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head_kernels._mlm_combine_kernel, sig, \
             const, 4
-    for dtype, bias in [("fp32", True), ("bf16", True), ("fp16", False)]:
-        cfg = configs[dtype]
-        sig = dict(head_args(dtype), lse_ptr="*fp32", coef_ptr="*fp32", dh_ptr="*fp32", dw_ptr="*fp32",
-                   db_ptr="*fp32")
-        const = dict(HAS_BIAS=bias, WANT_DH=True, WANT_DW=True, WANT_DB=bias, COUNT_TILES=False,
-                     BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e,
-                     GROUP_N=cfg.bwd_group_n, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
-        yield f"_mlm_bwd_kernel[{dtype}, bias={bias}]", mlm_head_kernels._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
+    backward = [("fp32", True), ("bf16", True), ("fp16", False)] + [(dtype, None) for dtype in TYPES.values()]
+    for dtype, bias in backward:  # bias None: given logits, d_logits in their dtype
+        cfg = configs[dtype] if bias is not None else logit_configs[dtype]
+        sig = dict(head_args(dtype), lse_ptr="*fp32", coef_ptr="*fp32", dh_ptr="*fp32" if bias is not None else
+                   f"*{dtype}", dw_ptr="*fp32", db_ptr="*fp32", ignore_index="i32")
+        const = dict(HAS_WEIGHT=bias is not None, HAS_BIAS=bool(bias), WANT_DH=True, WANT_DW=bias is not None,
+                     WANT_DB=bool(bias), COUNT_TILES=False, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v,
+                     BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
+                     DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+        if bias is None:
+            sig = dict(sig, stride_hn="i32 unaligned")
+        name = f"_mlm_bwd_kernel[{dtype}, {'logits' if bias is None else f'bias={bias}'}]"
+        yield name, mlm_head_kernels._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
     for dtype in TYPES.values():
         cfg = configs[dtype]
         sig = {"emb_ptr": f"*{dtype}", "labels_ptr": "*i64", "pred_ptr": "*i64", "coef_ptr": "*fp32",
                "dot_ptr": "*fp32", "gold_sq_ptr": "*fp32", "pred_sq_ptr": "*fp32", "demb_ptr": "*fp32",
-               "N": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32", "ignore_index": "i32",
-               "cos_eps_sq": "fp32"}
+               "flags_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32",
+               "ignore_index": "i32", "cos_eps_sq": "fp32"}
         const = dict(BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
         yield f"_sr_bwd_kernel[{dtype}]", mlm_head_kernels._sr_bwd_kernel, sig, const, 4
     for dtype, (mask, corrected) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
@@ -96,8 +108,10 @@ DIVISIBLE_BY_16 = ("E", "E_SR", "stride_hn", "stride_wv", "stride_ev")
 def as_launched(fn, sig: dict, const: dict) -> tuple[dict, dict, dict]:
     """``(signature, constexprs, attrs)`` of ``ASTSource`` for the kernel as the JIT specialises it at launch."""
     const = dict(const, **{name: 1 for name in UNIT_STRIDES if name in sig})
-    sig = {name: ("constexpr" if name in const else kind) for name, kind in {**sig, **const}.items()}
-    aligned = [name for name, kind in sig.items() if kind.startswith("*") or name in DIVISIBLE_BY_16]
+    unaligned = {name for name, kind in sig.items() if kind.endswith(" unaligned")}  # known not multiples of 16
+    sig = {name: ("constexpr" if name in const else kind.split()[0]) for name, kind in {**sig, **const}.items()}
+    aligned = [name for name, kind in sig.items()
+               if kind.startswith("*") or (name in DIVISIBLE_BY_16 and name not in unaligned)]
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
     return sig, const, attrs
 

@@ -20,6 +20,10 @@ from tnops.backends import interpreting
 # dtype.  fp32 uses IEEE dots on CUDA cores, whose operands take more registers: narrower K-steps.
 _GPU_FORWARD = {"half": (64, 128, 64, 8), "fp32": (64, 64, 16, 8)}
 _GPU_BACKWARD = {"half": (128, 128, 32, 8), "fp32": (64, 128, 16, 8)}
+# Given logits (mlm_loss): no dot, the tiles stream the [N, V] logits (block_e unused).  Row-stride loads of
+# V-wide rows (V = 30522 is no multiple of 16) are not vectorised, so the tiles stay small.
+_GPU_LOGITS_FORWARD = (8, 256, 16, 4)
+_GPU_LOGITS_BACKWARD = (16, 256, 16, 8)
 _INTERPRETER = (32, 256, 64, 4)  # numpy executes each program: few, large tiles are fastest
 _INTERPRETER_ROW_TILE = (32, 64)
 _ROW_TILE = (32, 32)  # combine and SR-backward kernels: (rows, embedding columns) per step
@@ -57,13 +61,14 @@ def _fit_width(block_e: int, width: int) -> int:
 
 def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device | None = None,
                 dtype: torch.dtype = torch.float32, block_n: int | None = None, block_v: int | None = None,
-                block_e: int | None = None, splits: int | None = None) -> HeadConfig:
+                block_e: int | None = None, splits: int | None = None, logits: bool = False) -> HeadConfig:
     """Tiles of the LM-head kernels for ``[n_rows, width] @ [vocab_size, width]ᵀ`` in ``dtype``.
 
     The forward pass splits the vocabulary over ``splits`` programs per row block so that small-N shapes
     still fill the GPU; the partial (max, sum-exp, gold, best) rows are merged by a tiny combine kernel.
     Explicit ``block_*`` arguments set the tiles of the forward and backward kernels alike (tests use them
-    to prove that samples do not depend on tiling).
+    to prove that samples do not depend on tiling).  ``logits=True``: the tiles of the given-logits variants
+    (``mlm_loss``), which stream ``[N, V]`` logits instead of forming them by ``tl.dot``.
     """
     if interpreting():
         forward, backward, row_tile = _INTERPRETER, _INTERPRETER, _INTERPRETER_ROW_TILE
@@ -71,6 +76,8 @@ def head_config(n_rows: int, vocab_size: int, width: int, device: torch.device |
     else:
         kind = "fp32" if dtype == torch.float32 else "half"
         forward, backward, row_tile = _GPU_FORWARD[kind], _GPU_BACKWARD[kind], _ROW_TILE
+        if logits:
+            forward, backward = _GPU_LOGITS_FORWARD, _GPU_LOGITS_BACKWARD
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device is not None and \
             device.type == "cuda" else 132
         target_programs = 2 * sms

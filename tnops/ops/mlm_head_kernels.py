@@ -13,6 +13,15 @@ permutation that puts masked rows first (in backward: rows with a gradient), so 
 wherever they sit in the batch, fill whole row blocks that exit at once and cost no work.  Extra memory is
 O(N · splits + V): partial rows, the permutation, plus fp32 gradient accumulators.
 
+Given logits (``mlm_loss``, ``HAS_WEIGHT=False``): the same kernels read each logit tile from the ``[N, V]``
+logits through their strides instead of forming it by ``tl.dot``, and backward writes ``dz`` straight into
+``d_logits`` (every element, zeros included: no memset).
+
+Index checks ("clamp and flag"): every index a kernel dereferences is checked there, since under
+``torch.compile`` nothing checks it before: labels, the row permutation, row ids, CSR offsets and synonym ids,
+predictions.  An out-of-range index is masked or clamped so no load or store leaves its buffer, and the flag
+of its kind (slot ``BAD_*`` of the call's int32 flags) is set; the launcher raises from the flags afterwards.
+
 Limits: fp32 uses IEEE dots (no TF32) so gradients match the reference to ~1e-6; half inputs use
 tensor-core dots with fp32 accumulation; float64 is not served (the torch backend is).  Under the
 interpreter (TRITON_INTERPRET=1) the launchers accept fp32 only: its bf16 ``tl.dot`` is broken upstream
@@ -29,6 +38,35 @@ from tnops import random as tn_random
 UNIFORM_SCALE = tl.constexpr(tn_random.UNIFORM_SCALE)
 U_MIN = tl.constexpr(tn_random.U_MIN)
 U_MAX = tl.constexpr(tn_random.U_MAX)
+ROW_ID_LIMIT = tl.constexpr(2**32)  # row ids key one 32-bit Philox counter word
+# Slots of the int32 error flags, one per argument kind (their messages: mlm_head._messages).
+BAD_LABELS, BAD_ROW_IDS, BAD_ORDER = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+BAD_OFFSETS, BAD_SYN_IDS, BAD_PREDICTIONS = tl.constexpr(3), tl.constexpr(4), tl.constexpr(5)
+NUM_FLAGS = 6
+
+
+@triton.jit
+def _flag(flags_ptr, bad, SLOT: tl.constexpr):
+    """Set flag ``SLOT`` to 1 where ``bad`` holds: a masked store (every writer writes the same 1), no memory
+    traffic when all is well."""
+    tl.store(flags_ptr + SLOT + bad.to(tl.int32) * 0, 1, mask=bad)
+
+
+@triton.jit
+def _check_ids(flags_ptr, ids, checked, limit, SLOT: tl.constexpr):
+    """``checked`` rows whose ``ids`` lie in ``[0, limit)``; the others set flag ``SLOT``."""
+    bad = checked & ((ids < 0) | (ids >= limit))
+    _flag(flags_ptr, bad, SLOT)
+    return checked & ~bad
+
+
+@triton.jit
+def _block_rows(order_ptr, slots, N, flags_ptr):
+    """Rows ``order[slots]`` of a row block and which are valid (a row id outside ``[0, N)`` is flagged)."""
+    row_ok = slots < N
+    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
+    row_ok = _check_ids(flags_ptr, rows, row_ok, N, BAD_ORDER)
+    return tl.where(row_ok, rows, 0), row_ok
 
 
 @triton.jit
@@ -50,50 +88,56 @@ def _gumbel_tile(seed, rows, v0, BLOCK_V: tl.constexpr):
 
 @triton.jit
 def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, stride_he, stride_wv, stride_we,
-                HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
-                DOT_PRECISION: tl.constexpr):
-    """fp32 logits ``[BLOCK_N, BLOCK_V]`` of ``rows`` × ``cols``: a K-loop of ``h @ wᵀ`` plus bias.
+                HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """fp32 logits ``[BLOCK_N, BLOCK_V]`` of ``rows`` × ``cols``: a K-loop of ``h @ wᵀ`` plus bias, or, without
+    a weight, the tile of the given logits ``h [N, V]`` (strides ``stride_hn``, ``stride_he``).
 
     Offsets are int64 on both axes: ``V · E`` passes 2^31 for LLM-sized heads (256k × 8192), along the rows
     of a row-major weight or along the columns of a transposed one.  ``b_ptr``: a contiguous ``[V]``.
     """
-    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
-    h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
-    w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
-    for e0 in range(0, E, BLOCK_E):
-        ks = e0 + tl.arange(0, BLOCK_E)
-        k_ok = ks < E
-        h = tl.load(h_rows + ks.to(tl.int64)[None, :] * stride_he, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_rows + ks.to(tl.int64)[None, :] * stride_we, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-        acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_WEIGHT:
+        acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+        h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
+        w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
+        for e0 in range(0, E, BLOCK_E):
+            ks = e0 + tl.arange(0, BLOCK_E)
+            k_ok = ks < E
+            h = tl.load(h_rows + ks.to(tl.int64)[None, :] * stride_he, mask=row_ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            w = tl.load(w_rows + ks.to(tl.int64)[None, :] * stride_we, mask=col_ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        acc = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_hn + cols.to(tl.int64)[None, :] * stride_he,
+                      mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
     return acc
 
 
 @triton.jit
 def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
-                    part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, tiles_ptr,
+                    part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, tiles_ptr, flags_ptr,
                     N, V, E, stride_hn, stride_he, stride_wv, stride_we,
                     seed, temperature, ignore_index, v_per_split,
-                    HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr, HAS_ROW_IDS: tl.constexpr,
-                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr):
+                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr,
+                    HAS_ROW_IDS: tl.constexpr, COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Partial statistics of row block ``pid_n`` over vocabulary slice ``split``.
 
     The block's rows are ``order[pid_n·BLOCK_N : (pid_n+1)·BLOCK_N]``: the launcher puts masked rows first,
     so unmasked rows, wherever they sit in the batch, fill whole blocks that return at once.
     Writes ``[split, row]`` entries: ``max_v z``, ``Σ exp(z - max)``, ``z[gold]`` (0 if gold is outside the
     slice), the best score (``z`` or ``z / T + g``, gold excluded under DISALLOW) and its id (lowest on ties).
-    ``COUNT_TILES`` (tests): add 1 to ``tiles_ptr`` per program that does any work.
+    ``COUNT_TILES`` (tests): add 1 to ``tiles_ptr`` per program that does any work.  Flags: rows of ``order``
+    outside ``[0, N)``, masked labels outside ``[0, V)``, row ids outside ``[0, 2^32)`` (those rows are skipped).
     """
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
-    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = slots < N
-    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
+    rows, row_ok = _block_rows(order_ptr, pid_n * BLOCK_N + tl.arange(0, BLOCK_N), N, flags_ptr)
     gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    active = row_ok & (gold != ignore_index)
+    active = _check_ids(flags_ptr, gold, row_ok & (gold != ignore_index), V, BAD_LABELS)
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_N,), tl.float32)
     gold_logit = tl.zeros((BLOCK_N,), tl.float32)
@@ -102,6 +146,9 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
     row_keys = rows
     if HAS_ROW_IDS:  # caller-given Philox row keys, e.g. global positions in a data-parallel batch
         row_keys = tl.load(row_ids_ptr + rows, mask=row_ok, other=0)
+        key_ok = _check_ids(flags_ptr, row_keys, row_ok, ROW_ID_LIMIT, BAD_ROW_IDS)
+        active = active & key_ok
+        row_keys = tl.where(key_ok, row_keys, 0)
     v_start = split * v_per_split
     v_stop = tl.minimum(V, v_start + v_per_split)
     if tl.max(active.to(tl.int32), axis=0) > 0:  # row blocks with nothing masked cost nothing
@@ -111,10 +158,12 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
             cols = v0 + tl.arange(0, BLOCK_V)
             col_ok = cols < v_stop
             z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, active, col_ok, E, stride_hn, stride_he,
-                            stride_wv, stride_we, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
+                            stride_wv, stride_we, HAS_WEIGHT, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
             z = tl.where(col_ok[None, :], z, float("-inf"))
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
-            run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), axis=1)
+            # a row whose logits so far are all -inf (masked vocabulary) adds 0, not exp(-inf + inf) = NaN
+            shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+            run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(z - shift[:, None]), axis=1)
             run_max = new_max
             is_gold = cols[None, :] == gold[:, None]
             gold_logit += tl.sum(tl.where(is_gold, z, 0.0), axis=1)
@@ -152,7 +201,7 @@ def _embedding_rows(emb_ptr, gold, pred, active, ks, E, stride_ev, stride_ee):
 def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, labels_ptr,
                         offsets_ptr, syn_ids_ptr, emb_ptr,
                         lse_ptr, loss_ptr, pred_ptr, corrected_ptr, sr_ptr, sr_dot_ptr, sr_gold_sq_ptr, sr_pred_sq_ptr,
-                        N, SPLITS, E_SR, stride_ev, stride_ee, ignore_index, cos_eps_sq,
+                        flags_ptr, N, V, NNZ, SPLITS, E_SR, stride_ev, stride_ee, ignore_index, cos_eps_sq,
                         HAS_TABLE: tl.constexpr, SEARCH_STEPS: tl.constexpr, HAS_SR: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
     """Merge the partial rows; prediction, hard correction (CSR binary search), CE per row, SR cosine.
@@ -160,12 +209,14 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
     ``lse = M + log Σ_s sum_s · exp(max_s - M)``; the best over splits is taken in split order with a strict
     ``>`` so ties keep the lowest id.  A row is corrected when ``pred != gold`` and ``pred`` is in
     ``syn_ids[offsets[gold] : offsets[gold + 1]]`` (sorted).  SR: ``1 - dot / sqrt(max(|a|²|b|², eps²))``.
+    Flags: masked labels outside ``[0, V)``; a CSR row outside ``0 <= offsets[g] <= offsets[g + 1] <= NNZ``
+    (searched as empty); synonym ids met by the search outside ``[0, V)``.
     """
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    active = row_ok & (gold != ignore_index)
+    active = _check_ids(flags_ptr, gold, row_ok & (gold != ignore_index), V, BAD_LABELS)
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     for s in range(SPLITS):
         run_max = tl.maximum(run_max, tl.load(part_max_ptr + s * N + rows, mask=row_ok, other=float("-inf")))
@@ -185,20 +236,28 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
         best = tl.where(better, b, best)
         best_idx = tl.where(better, i, best_idx)
     lse = safe_max + tl.log(tl.where(active, total, 1.0))
-    pred = tl.where(active, best_idx, 0)
+    # the forward kernel's ids lie in [0, V); clamped all the same, as a row it skipped has none
+    pred = tl.minimum(tl.maximum(tl.where(active, best_idx, 0), 0), V - 1)
     safe_gold = tl.where(active, gold, 0)
     corrected = tl.zeros((BLOCK_N,), tl.int1)
     if HAS_TABLE:
         lo = tl.load(offsets_ptr + safe_gold, mask=active, other=0)
-        hi = tl.load(offsets_ptr + safe_gold + 1, mask=active, other=0)
+        end = tl.load(offsets_ptr + safe_gold + 1, mask=active, other=0)
+        bad_row = active & ((lo < 0) | (lo > end) | (end > NNZ))
+        _flag(flags_ptr, bad_row, BAD_OFFSETS)
+        lo = tl.where(bad_row, 0, lo)  # a bad row is searched as empty: every position read is in [0, NNZ)
+        end = tl.where(bad_row, 0, end)
+        hi = end
+        bad_id = tl.zeros((BLOCK_N,), tl.int1)
         for _ in range(SEARCH_STEPS):  # lower_bound of pred in the sorted row
             searching = lo < hi
             mid = (lo + hi) // 2
             value = tl.load(syn_ids_ptr + mid, mask=active & searching, other=0)
+            bad_id = bad_id | (active & searching & ((value < 0) | (value >= V)))
             go_right = searching & (value < pred)
             lo = tl.where(go_right, mid + 1, lo)
             hi = tl.where(searching & ~go_right, mid, hi)
-        end = tl.load(offsets_ptr + safe_gold + 1, mask=active, other=0)
+        _flag(flags_ptr, bad_id, BAD_SYN_IDS)
         found = tl.load(syn_ids_ptr + lo, mask=active & (lo < end), other=-1) == pred
         corrected = active & (pred != gold) & found
     kept = active & ~corrected
@@ -224,18 +283,36 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
 
 
 @triton.jit
+def _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, flags_ptr, rows, live, coef, cols, col_ok, V, E, stride_hn,
+             stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``(dz, live)``: the fp32 ``[BLOCK_N, BLOCK_V]`` tile of ``(softmax - onehot(gold)) · coef`` (0 off ``live``),
+    and ``live`` less the rows whose label is ``ignore_index`` or out of ``[0, V)`` (flagged)."""
+    gold = tl.load(labels_ptr + rows, mask=live, other=ignore_index)
+    live = _check_ids(flags_ptr, gold, live & (gold != ignore_index), V, BAD_LABELS)
+    lse = tl.load(lse_ptr + rows, mask=live, other=0.0)
+    z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, live, col_ok, E, stride_hn, stride_he,
+                    stride_wv, stride_we, HAS_WEIGHT, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
+    p = tl.exp(z - lse[:, None])
+    dz = (p - (cols[None, :] == gold[:, None]).to(tl.float32)) * coef[:, None]
+    return tl.where(live[:, None] & col_ok[None, :], dz, 0.0), live
+
+
+@triton.jit
 def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_ptr, dh_ptr, dw_ptr, db_ptr,
-                    tiles_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we,
-                    HAS_BIAS: tl.constexpr, WANT_DH: tl.constexpr, WANT_DW: tl.constexpr, WANT_DB: tl.constexpr,
-                    COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr,
-                    GROUP_N: tl.constexpr,
-                    DOT_PRECISION: tl.constexpr):
+                    tiles_ptr, flags_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index,
+                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_DH: tl.constexpr, WANT_DW: tl.constexpr,
+                    WANT_DB: tl.constexpr, COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+                    BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Gradient of ``Σ_rows coef · (lse - z_gold)`` for one ``[BLOCK_N, BLOCK_V]`` tile.
 
     ``dz = (exp(z - lse) - onehot(gold)) · coef``; ``dh += dz @ W[tile]``, ``dW[tile] += dzᵀ @ h``,
     ``db[tile] += Σ_rows dz``, all fp32 atomics.  ``coef`` is 0 on ignored and corrected rows; the rows of
     a block are ``order[...]`` with the ``coef != 0`` rows first, so such rows fill whole blocks, and a tile
     whose rows all have ``coef == 0`` returns before touching memory (``COUNT_TILES``: as in the forward).
+    Without a weight (given logits ``h [N, V]``), ``dz`` itself is the gradient: stored into ``dh_ptr``
+    (``[N, V]``, contiguous, the logits' dtype), every element of the tile, zeros on rows without a gradient.
+    Rows labelled ``ignore_index`` get no gradient; other labels outside ``[0, V)`` are flagged.
 
     Programs are numbered in groups of ``GROUP_N`` row blocks × all vocabulary tiles, so the programs
     resident at one time add into ~GROUP_N row blocks of ``dh`` and a band of ``dW`` tiles: neither
@@ -250,54 +327,58 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_pt
     group_rows = tl.minimum(num_pid_n - first_n, GROUP_N)
     pid_n = first_n + (pid % group_size) % group_rows
     pid_v = (pid % group_size) // group_rows
-    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = slots < N
-    rows = tl.load(order_ptr + slots, mask=row_ok, other=0)
+    rows, row_ok = _block_rows(order_ptr, pid_n * BLOCK_N + tl.arange(0, BLOCK_N), N, flags_ptr)
     coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
     live = row_ok & (coef != 0.0)
-    if tl.max(live.to(tl.int32), axis=0) > 0:
-        if COUNT_TILES:
-            tl.atomic_add(tiles_ptr, 1)
+    if not HAS_WEIGHT:  # WANT_DH: the launcher runs this variant only for d_logits
         cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         col_ok = cols < V
-        gold = tl.load(labels_ptr + rows, mask=live, other=-1)
-        lse = tl.load(lse_ptr + rows, mask=live, other=0.0)
-        z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, live, col_ok, E, stride_hn, stride_he,
-                        stride_wv, stride_we, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
-        p = tl.exp(z - lse[:, None])
-        dz = (p - (cols[None, :] == gold[:, None]).to(tl.float32)) * coef[:, None]
-        dz = tl.where(live[:, None] & col_ok[None, :], dz, 0.0)
-        if WANT_DB:
-            # relaxed: plain fire-and-forget reductions (red.global); the default acq_rel would fence each one
-            tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok, sem="relaxed")
-        dz_in = dz.to(h_ptr.dtype.element_ty)
-        rows64 = rows.to(tl.int64)[:, None]  # int64 offsets: N · E and V · E may pass 2^31
-        cols64 = cols.to(tl.int64)[:, None]
-        for e0 in range(0, E, BLOCK_E):
-            ks = e0 + tl.arange(0, BLOCK_E)
-            k_ok = ks < E
-            if WANT_DH:
-                w = tl.load(w_ptr + cols64 * stride_wv + ks.to(tl.int64)[None, :] * stride_we,
-                            mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-                dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
-                tl.atomic_add(dh_ptr + rows64 * E + ks[None, :], dh, mask=live[:, None] & k_ok[None, :],
-                              sem="relaxed")
-            if WANT_DW:
-                h = tl.load(h_ptr + rows64 * stride_hn + ks.to(tl.int64)[None, :] * stride_he,
-                            mask=live[:, None] & k_ok[None, :], other=0.0)
-                dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
-                tl.atomic_add(dw_ptr + cols64 * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :],
-                              sem="relaxed")
+        dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, flags_ptr, rows, live, coef, cols, col_ok, V,
+                            E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT, HAS_BIAS,
+                            BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
+        tl.store(dh_ptr + rows.to(tl.int64)[:, None] * V + cols[None, :], dz.to(dh_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & col_ok[None, :])
+    else:
+        if tl.max(live.to(tl.int32), axis=0) > 0:
+            if COUNT_TILES:
+                tl.atomic_add(tiles_ptr, 1)
+            cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+            col_ok = cols < V
+            dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, flags_ptr, rows, live, coef, cols, col_ok,
+                                V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT,
+                                HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
+            if WANT_DB:
+                # relaxed: plain fire-and-forget reductions (red.global); the default acq_rel would fence each one
+                tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok, sem="relaxed")
+            dz_in = dz.to(h_ptr.dtype.element_ty)
+            rows64 = rows.to(tl.int64)[:, None]  # int64 offsets: N · E and V · E may pass 2^31
+            cols64 = cols.to(tl.int64)[:, None]
+            for e0 in range(0, E, BLOCK_E):
+                ks = e0 + tl.arange(0, BLOCK_E)
+                k_ok = ks < E
+                if WANT_DH:
+                    w = tl.load(w_ptr + cols64 * stride_wv + ks.to(tl.int64)[None, :] * stride_we,
+                                mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+                    dh = tl.dot(dz_in, w, input_precision=DOT_PRECISION)
+                    tl.atomic_add(dh_ptr + rows64 * E + ks[None, :], dh, mask=live[:, None] & k_ok[None, :],
+                                  sem="relaxed")
+                if WANT_DW:
+                    h = tl.load(h_ptr + rows64 * stride_hn + ks.to(tl.int64)[None, :] * stride_he,
+                                mask=live[:, None] & k_ok[None, :], other=0.0)
+                    dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
+                    tl.atomic_add(dw_ptr + cols64 * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :],
+                                  sem="relaxed")
 
 
 @triton.jit
-def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr, pred_sq_ptr, demb_ptr,
-                   N, E, stride_ev, stride_ee, ignore_index, cos_eps_sq,
+def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr, pred_sq_ptr, demb_ptr, flags_ptr,
+                   N, V, E, stride_ev, stride_ee, ignore_index, cos_eps_sq,
                    BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
     """Scatter-add the SR gradient into the embedding rows of gold (a) and prediction (b).
 
     ``d(1 - cos)/da = -coef · (b·r - dot·r³·|b|²·a)`` with ``r = 1/sqrt(max(|a|²|b|², eps²))`` (the r³ term
-    vanishes where the clamp is active), symmetrically for b.
+    vanishes where the clamp is active), symmetrically for b.  Flags: on rows with a gold id and a gradient,
+    labels or predictions outside ``[0, V)`` (those rows are skipped).
     """
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -307,6 +388,9 @@ def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr
     active = row_ok & (gold != ignore_index) & (coef != 0.0)
     if tl.max(active.to(tl.int32), axis=0) > 0:
         pred = tl.load(pred_ptr + rows, mask=active, other=0)
+        active = _check_ids(flags_ptr, gold, active, V, BAD_LABELS)
+        active = _check_ids(flags_ptr, pred, active, V, BAD_PREDICTIONS)
+        pred = tl.where(active, pred, 0)
         safe_gold = tl.where(active, gold, 0)
         dot = tl.load(dot_ptr + rows, mask=active, other=0.0)
         a_sq = tl.load(gold_sq_ptr + rows, mask=active, other=1.0)
