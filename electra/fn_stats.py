@@ -8,9 +8,7 @@ counts how many wrong predictions are listed synonyms of the gold token:
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -19,13 +17,26 @@ import tnops
 from electra.arguments import integer
 from electra.batches import eval_batches
 from electra.dataset import build_dataset
+from electra.init_from import load_generator
 from electra.masking import IGNORE_INDEX, mask_tokens
 from electra.seeds import derive_seed
 from electra.tokenizer import load_tokenizer
+from tnops.cli import ToolArgumentParser, run_tool
 
 
 def _generator_dir(model: Path) -> Path:
-    return model / "generator" if (model / "generator" / "config.json").exists() else model
+    """``--model``: electra-pretrain's ``final/`` (its ``generator/`` is read) or a generator directory itself."""
+    if not model.is_dir():
+        what = "not a directory" if model.exists() else "no such directory"
+        raise FileNotFoundError(f"--model: {what}: {str(model)!r}; expected electra-pretrain's OUTPUT_DIR/final or "
+                                "its final/generator")
+    if (model / "generator").is_dir():
+        return model / "generator"
+    if not (model / "config.json").is_file():
+        held = " (only discriminator/, which has no MLM head)" if (model / "discriminator").is_dir() else ""
+        raise ValueError(f"--model: {model} holds no generator{held}: expected {model / 'generator'} or a generator "
+                         "directory (an ElectraForMaskedLM with config.json and weights)")
+    return model
 
 
 def _synonyms(path, model: Path, tokenizer):
@@ -84,7 +95,8 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="electra-fn-stats", description=__doc__.splitlines()[0])
+    """Run the command: 0 on success, 2 for bad arguments, models, tables or corpora (one line on stderr)."""
+    p = ToolArgumentParser(prog="electra-fn-stats", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="export dir of electra-pretrain (…/final) or a generator dir")
     p.add_argument("--corpus", default=None, help="text file, directory, datasets name (default: built-in corpus)")
     p.add_argument("--synonyms", default=None, help="saved table (default: the one beside the model, else WordNet)")
@@ -95,21 +107,19 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = p.parse_args(argv)
-    from transformers import AutoModelForMaskedLM
+    return run_tool("electra-fn-stats", lambda: _run(args))
 
+
+def _run(args) -> int:
     model_dir = Path(args.model)
     gen_dir = _generator_dir(model_dir)
-    if not (gen_dir / "config.json").exists():
-        p.error(f"--model: no generator checkpoint (config.json) in {model_dir} or {model_dir / 'generator'}")
+    # first: a wrong directory fails before any tokenizing; never a randomly initialised generator head
+    generator = load_generator(gen_dir, flag="--model", hint="it is a discriminator, without the generator's MLM "
+                               "head; pass electra-pretrain's final/ or final/generator")
     tokenizer = load_tokenizer(str(gen_dir) if (gen_dir / "tokenizer_config.json").exists() else None)
-    generator = AutoModelForMaskedLM.from_pretrained(gen_dir)
-    try:  # a corrupt or foreign table, a missing or non-UTF-8 corpus: one line, exit status 2
-        synonyms = _synonyms(args.synonyms, model_dir, tokenizer)
-        dataset = build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
-                                      progress=False)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"electra-fn-stats: error: {error}", file=sys.stderr)
-        return 2
+    synonyms = _synonyms(args.synonyms, model_dir, tokenizer)
+    dataset = build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
+                            progress=False)
     stats = false_negative_stats(generator, tokenizer, synonyms, dataset.train, batch_size=args.batch_size,
                                  max_batches=args.max_batches, prediction=args.prediction, seed=args.seed)
     if args.json:

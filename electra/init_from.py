@@ -28,7 +28,7 @@ from electra.config import ElectraTNConfig
 from electra.modeling import ElectraTNForPretraining
 from electra.tokenizer import load_tokenizer, tokenizer_fingerprint
 
-__all__ = ["Pretrained", "build_model", "check_config", "checkpoint_sizes", "load_pretrained"]
+__all__ = ["Pretrained", "build_model", "check_config", "checkpoint_sizes", "load_generator", "load_pretrained"]
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -95,9 +95,13 @@ def _quiet_transformers():
             logging.enable_progress_bar()
 
 
-def _load_half(cls, directory: Path, dropout: float | None):
-    """``cls.from_pretrained`` in fp32, offline; ValueError naming the flag when any weight is missing or misshapen."""
-    flag, what, other = _WHAT[cls.__name__]
+def _load_half(cls, directory: Path, dropout: float | None, *, flag: str | None = None, hint: str | None = None):
+    """``cls.from_pretrained`` in fp32, offline; ValueError naming the flag when any weight is missing or misshapen.
+
+    ``flag`` (default: the flag of ``cls`` here) names the option in messages; ``hint`` replaces "is it for
+    OTHER-FLAG?" when the checkpoint holds the other half (another tool's advice)."""
+    default_flag, what, other = _WHAT[cls.__name__]
+    flag = flag or default_flag
     config = _electra_config(directory, flag)
     options = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     try:
@@ -111,10 +115,18 @@ def _load_half(cls, directory: Path, dropout: float | None):
     missing = list(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]
     if missing:
         saved = ", ".join(config.get("architectures") or []) or "unknown"
-        hint = f"; is it for {other}?" if saved in _WHAT and saved != cls.__name__ else ""
+        advice = f"; {hint or f'is it for {other}?'}" if saved in _WHAT and saved != cls.__name__ else ""
         raise ValueError(f"{flag}: {directory} is not {what} checkpoint: {len(missing)} weights missing or of "
-                         f"another shape ({', '.join(sorted(missing)[:3])}, ...; saved architectures: {saved}){hint}")
+                         f"another shape ({', '.join(sorted(missing)[:3])}, ...; saved architectures: {saved}){advice}")
     return model
+
+
+def load_generator(directory, *, flag: str = "--generator-from", hint: str | None = None):
+    """The ElectraForMaskedLM in ``directory`` (fp32, offline), every weight present: ValueError naming ``flag``
+    for another model type, a missing generator head (``hint`` as the advice) or unreadable weights."""
+    from transformers import ElectraForMaskedLM
+
+    return _load_half(ElectraForMaskedLM, Path(directory), None, flag=flag, hint=hint)
 
 
 def _tokenizer(directory: Path, fallback):

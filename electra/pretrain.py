@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 import torch.distributed as dist
 
@@ -37,6 +36,7 @@ from electra.trainer import (
     setup_run,
     train_step,
 )
+from tnops.cli import ToolArgumentParser, run_tool
 
 __all__ = ["NonFiniteLossError", "main", "parse_args", "train"]
 
@@ -45,7 +45,7 @@ MAX_POSITIONS = ElectraTNConfig.max_position_embeddings  # the longest sequence 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse and check the command line: every number must be finite and in range (argparse error naming the flag)."""
-    p = argparse.ArgumentParser(prog="electra-pretrain", description=__doc__.splitlines()[0])
+    p = ToolArgumentParser(prog="electra-pretrain", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and recipe (default: tiny)")
     p.add_argument("--corpus", default=None, help="text file, directory, datasets name, or builtin:python-docs|wordnet")
     p.add_argument("--corpus-pattern", default=None, metavar="GLOB",
@@ -139,18 +139,22 @@ def evaluate_checkpoint(run) -> None:
 
 
 def main(argv=None) -> int:
-    """Run the command: 0 on success, 1 for a non-finite loss, 2 for bad arguments, inputs or checkpoints."""
+    """Run the command: 0 on success, 1 for a non-finite loss, 2 for bad arguments, inputs, checkpoints or output
+    folders (a read-only or full disk included); every failure is one line on stderr."""
     args = parse_args(argv)
     try:
-        summary = train(args)
-    except (NonFiniteLossError, ValueError, FileNotFoundError) as error:
-        print(f"electra-pretrain: error: {error}", file=sys.stderr)
+        return run_tool("electra-pretrain", lambda: _run(args), errors=(NonFiniteLossError,),
+                        status_of=lambda error: 1 if isinstance(error, NonFiniteLossError) else 2)
+    finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-        return 1 if isinstance(error, NonFiniteLossError) else 2
+
+
+def _run(args) -> int:
+    summary = train(args)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:
-        last = summary["last"] or {}
+        last = {key: math.nan if value is None else value for key, value in (summary["last"] or {}).items()}
         print(f"step {summary['step']}: loss {last.get('loss', math.nan):.4f}, "
               f"correction rate {100 * last.get('correction_rate', math.nan):.2f} %")
         history = summary.get("history") or []
@@ -166,8 +170,6 @@ def main(argv=None) -> int:
             print(f"discriminator (AutoModelForPreTraining): {summary['export']['discriminator']}")
             print(f"generator (AutoModelForMaskedLM):        {summary['export']['generator']}")
             print(f"loss curve: {summary['plot']}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
     return 0
 
 

@@ -9,6 +9,7 @@ reads its overflow flag on the host) and an optimiser without a device-side skip
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from contextlib import nullcontext
@@ -28,7 +29,7 @@ from electra.seeds import derive_seed
 from electra.synonym_source import run_synonyms
 from electra.tokenizer import load_tokenizer
 from electra.training_io import atomic_save, load_checkpoint, plot_history, write_history
-from tnops.io import remove_stale_temporaries
+from tnops.io import prepare_output_directory, remove_stale_temporaries
 
 # What one step leaves on the device, in this order (means over micro-batches for the four losses).
 STEP_VALUES = ("loss", "gen_loss", "disc_loss", "sr_loss", "corrected", "masked", "tokens", "grad_norm", "finite")
@@ -139,8 +140,8 @@ def setup_run(args) -> TrainingRun:
     """Build or load the data, the model, the optimiser and schedule; resume from a checkpoint if asked."""
     rank, world, device = _distributed()
     output_dir = Path(args.output_dir)
-    if rank == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # a regular file or a read-only folder fails here, before any data or model is built
+        prepare_output_directory(output_dir, argument="--output-dir")
         remove_stale_temporaries(output_dir / "checkpoint.pt")  # left by a run killed mid-save
     pretrained = None
     if getattr(args, "init_from", None):  # continued pre-training: sizes and tokenizer from the checkpoint
@@ -368,9 +369,23 @@ def finish_run(run: TrainingRun) -> dict:
     if broken:  # the same on every rank (DDP keeps replicas equal): all stop
         raise NonFiniteLossError(f"parameters {', '.join(broken[:3])} hold NaN/inf values; nothing was exported")
     if run.rank == 0 and done:
-        exported = run.model.save_pretrained(output_dir / "final", run.tokenizer)
+        exported = _export(run.model, output_dir / "final", run.tokenizer)
         summary["export"] = {k: str(v) for k, v in exported.items()}
         summary["plot"] = str(plot_history(run.history, output_dir / "loss_curve.png"))
     if dist.is_initialized():
         dist.barrier()
     return summary
+
+
+def _export(model: ElectraTNForPretraining, final: Path, tokenizer) -> dict:
+    """``model.save_pretrained(final)``; a failed write (full disk, read-only folder) is an OSError naming ``final``
+    (transformers and safetensors report it as OSError, RuntimeError or SafetensorError)."""
+    from safetensors import SafetensorError
+
+    from tnops.cli import error_line
+
+    try:
+        return model.save_pretrained(final, tokenizer)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        raise OSError(getattr(error, "errno", None) or errno.EIO,
+                      f"--output-dir: cannot export the model to {final}: {error_line(error)}") from None

@@ -23,14 +23,62 @@ def load_checkpoint(path) -> dict:
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is corrupt, truncated, not a checkpoint, holds anything besides tensors and
-            plain values, or lacks one of :data:`CHECKPOINT_KEYS` (the message names the file).
+            plain values, lacks one of :data:`CHECKPOINT_KEYS`, or its step or history records have the wrong
+            types (the message names the file and the field).
     """
     state = load_file(path, what=CHECKPOINT_WHAT, argument="--resume")
     require_keys(state, CHECKPOINT_KEYS, path, what=CHECKPOINT_WHAT, argument="--resume")
-    if not isinstance(state["step"], int) or not isinstance(state["history"], list):
-        raise ValueError(f"--resume: {path} is not a valid {CHECKPOINT_WHAT}: 'step' must be an int and "  # noqa: TRY004
-                         "'history' a list")
+    try:
+        _expect(state["step"], _is_count, "an int >= 0", "'step'")
+        _check_history(state["history"])
+    except ValueError as error:
+        raise ValueError(f"--resume: {path} is not a valid {CHECKPOINT_WHAT}: {error}") from None
     return state
+
+
+# What each history record holds (electra.trainer.log_steps, evaluate_into_history, pretrain.evaluate_checkpoint).
+_RECORD_NUMBERS = ("loss", "gen_loss", "disc_loss", "sr_loss", "correction_rate", "lr", "tokens_per_second")
+_RECORD_COUNTS = ("corrected", "masked", "nonfinite_skipped")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:  # None: a non-finite value written to history.json
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _expect(value, test, wanted: str, field: str) -> None:
+    if not test(value):
+        text = repr(value)
+        raise ValueError(f"{field} must be {wanted}, got {type(value).__name__} "
+                         f"{text if len(text) <= 40 else text[:37] + '...'}")
+
+
+def _check_history(history) -> None:
+    """ValueError naming the record and field unless ``history`` is a list of records as the trainer writes them
+    (a tampered checkpoint would otherwise fail later, in the summary or the plot, with a traceback)."""
+    _expect(history, lambda value: isinstance(value, list), "a list of records", "'history'")
+    for i, record in enumerate(history):
+        field = f"'history'[{i}]"
+        _expect(record, lambda value: isinstance(value, dict), "a dict", field)
+        _expect(record.get("step"), _is_count, "an int >= 0", f"{field}['step']")
+        for key in _RECORD_COUNTS:
+            if key in record:
+                _expect(record[key], _is_count, "an int >= 0", f"{field}[{key!r}]")
+        for key in _RECORD_NUMBERS:
+            if key in record:
+                _expect(record[key], _is_number, "a number", f"{field}[{key!r}]")
+        if "skipped" in record:
+            _expect(record["skipped"], lambda value: isinstance(value, bool), "a bool", f"{field}['skipped']")
+        if "init_from" in record:
+            _expect(record["init_from"], lambda value: isinstance(value, str), "a str", f"{field}['init_from']")
+        if "eval" in record:
+            evaluation = record["eval"]
+            _expect(evaluation, lambda value: isinstance(value, dict), "a dict", f"{field}['eval']")
+            for key, value in evaluation.items():
+                _expect(value, _is_number, "a number", f"{field}['eval'][{key!r}]")
 
 
 def _json_safe(value):

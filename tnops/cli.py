@@ -4,17 +4,57 @@
     tnops synonyms show FILE WORD
     tnops synonyms stats FILE [--top N] [--json]
 
-Errors in arguments or inputs (a missing, corrupt or foreign table file; an ``--out`` that is a
-directory) print one ``tnops: error: ...`` line and exit with status 2. Tables are written atomically
-and read with ``torch.load(weights_only=True)``: nothing in a table file is ever run.
+Errors in arguments or inputs (a missing, corrupt, tampered or foreign table file; a vocabulary or
+stop-word file that is not UTF-8; an ``--out`` that is a directory or cannot be written) print one
+``tnops: error: ...`` line and exit with status 2. Tables are written atomically and read with
+``torch.load(weights_only=True)``: nothing in a table file is ever run.
+
+Every command-line tool of the project (``tnops``, ``electra-pretrain``, ``electra-fn-stats``) fails the same
+way, through the two helpers below: :class:`ToolArgumentParser` (a usage error is one line) and
+:func:`run_tool` (an error of the inputs, files or folders is one line, never a traceback).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+# What a tool reports as one line: bad values, files and folders. Anything else is a bug and keeps its traceback.
+TOOL_ERRORS = (ValueError, TypeError, LookupError, OSError, MemoryError)
+
+
+class ToolArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line, ``PROG: error: MESSAGE (see PROG --help)``,
+    with exit status 2 (argparse itself prints the usage text first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def error_line(error: BaseException) -> str:
+    """``error``'s message on one line: whitespace folded, no ``[Errno N]`` prefix, no quotes around a KeyError's."""
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+        text = error.args[0]
+    else:
+        text = str(error)
+    text = " ".join(re.sub(r"^\[Errno \d+\] ", "", text).split())
+    if not text:
+        text = "out of memory (MemoryError)" if isinstance(error, MemoryError) else type(error).__name__
+    return text
+
+
+def run_tool(prog: str, body: Callable[[], int], *, errors: tuple = (),
+             status_of: Callable[[BaseException], int] = lambda error: 2) -> int:
+    """``body()``, or, when it raises one of :data:`TOOL_ERRORS` (or ``errors``), one line ``PROG: error: ...`` on
+    stderr and ``status_of(error)`` (default 2) as the exit status."""
+    try:
+        return body()
+    except (*TOOL_ERRORS, *errors) as error:
+        print(f"{prog}: error: {error_line(error)}", file=sys.stderr)
+        return status_of(error)
 
 
 def _parse_source(text: str) -> tuple:
@@ -50,7 +90,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from tnops.synonyms.vocab import DEFAULT_VOCAB_NAME
 
-    parser = argparse.ArgumentParser(prog="tnops", description="tnops: true-negative pre-training tools")
+    parser = ToolArgumentParser(prog="tnops", description="tnops: true-negative pre-training tools")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     synonyms = commands.add_parser("synonyms", help="build and inspect synonym tables for hard correction")
     actions = synonyms.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -163,12 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"build": _build, "show": _show, "stats": _stats}
-    try:
-        return handlers[args.action](args)
-    except (ValueError, TypeError, LookupError, OSError) as error:
-        # Library errors already name the argument and what was expected; show them without a traceback.
-        print(f"tnops: error: {error}", file=sys.stderr)
-        return 2
+    # Library errors already name the argument or file and what was expected; shown without a traceback.
+    return run_tool("tnops", lambda: handlers[args.action](args))
 
 
 if __name__ == "__main__":

@@ -9,19 +9,26 @@
   import or call anything (a crafted pickle can run any code) is refused; a corrupt, truncated or
   foreign file becomes a ValueError naming the path, not a raw unpickling error.
 * :func:`read_utf8_text` reads text strictly: bytes that are not UTF-8 (a binary file) are refused
-  with a ValueError naming the file, instead of being decoded into replacement characters.
+  with a ValueError naming the file, byte offset and line, instead of being decoded into replacement characters.
+* A write that fails (read-only folder, full disk, a path through a regular file) is an ``OSError`` whose
+  message names the file being written and the reason, with the original ``errno``; torch's zip writer, which
+  turns the file's own ``OSError`` into a ``RuntimeError`` ("unexpected pos", "PytorchStreamWriter failed
+  writing file"), is mapped back to that ``OSError``. :func:`prepare_output_directory` checks a run's output
+  folder before any work is done.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "fsync_directory", "load_file", "read_utf8_text",
-           "remove_stale_temporaries", "require_keys"]
+__all__ = ["atomic_save", "atomic_write", "atomic_write_text", "fsync_directory", "load_file",
+           "prepare_output_directory", "read_utf8_text", "remove_stale_temporaries", "require_keys"]
 
 _TEMPORARY_SUFFIX = re.compile(r"(\d+)(?:-[0-9a-f]+)?")  # after ".NAME.tmp-": PID, then (new format) a random tag
 
@@ -52,6 +59,27 @@ def fsync_directory(directory) -> None:
         os.close(fd)
 
 
+def _file_in_the_way(directory: Path) -> Path | None:
+    """``directory`` or the nearest of its parents that exists as something other than a folder, else None."""
+    for folder in (directory, *directory.parents):
+        if folder.exists():
+            return None if folder.is_dir() else folder
+    return None
+
+
+def _write_error(error: OSError, path: Path, what: str, argument: str | None, *ignored) -> OSError:
+    """``error`` restated as "cannot write the WHAT file PATH: REASON" (same errno, so the same OSError subclass)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    named = error.filename
+    blocking = _file_in_the_way(path.parent)
+    if blocking is not None:
+        reason = f"{blocking} is a regular file, not a folder"
+    elif named is not None and os.fspath(named) not in {os.fspath(p) for p in (path, *ignored)}:
+        reason = f"{reason} ({os.fspath(named)})"
+    message = f"{_prefix(argument)}cannot write the {what} file {os.fspath(path)}: {reason}"
+    return OSError(error.errno, message) if error.errno is not None else OSError(message)
+
+
 def atomic_write(path, write: Callable[[BinaryIO], None], *, what: str = "output",
                  argument: str | None = None) -> Path:
     """Write ``path`` atomically: ``write(f)`` into ``.NAME.tmp-PID-RANDOM`` beside it, fsync, rename, fsync folder.
@@ -61,30 +89,97 @@ def atomic_write(path, write: Callable[[BinaryIO], None], *, what: str = "output
 
     Raises:
         ValueError: ``path`` is an existing directory (message prefixed with ``argument:`` when given).
+        OSError: the folder or file cannot be written (read-only, full disk, a parent that is a file): the
+            message names ``path`` and the reason; ``errno`` is the original one.
     """
     path = Path(path)
     _check_target(path, what, argument)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        try:
+            with open(tmp, "xb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise _write_error(error, path, what, argument, tmp) from None
     fsync_directory(path.parent)
     return path
 
 
-def atomic_save(obj, path, *, what: str = "checkpoint", argument: str | None = None) -> Path:
-    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
+class _WriteRecorder:
+    """A file proxy that remembers the first ``OSError`` of ``write``: torch's zip writer replaces it with a
+    RuntimeError ("unexpected pos ..."), which says nothing of a full disk."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+_TORCH_WRITER_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+
+
+def _torch_save(obj, handle: BinaryIO) -> None:
     import torch
 
-    return atomic_write(path, lambda handle: torch.save(obj, handle), what=what, argument=argument)
+    recorder = _WriteRecorder(handle)
+    try:
+        torch.save(obj, recorder)
+    except RuntimeError as error:
+        if recorder.error is not None:
+            raise recorder.error from None
+        text = str(error)
+        if any(failure in text for failure in _TORCH_WRITER_FAILURES):
+            raise OSError(errno.EIO, f"torch.save could not write the file ({text.splitlines()[0][:200]})") from None
+        raise
+
+
+def atomic_save(obj, path, *, what: str = "checkpoint", argument: str | None = None) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write` (a failed write is an OSError, see there)."""
+    return atomic_write(path, lambda handle: _torch_save(obj, handle), what=what, argument=argument)
+
+
+def prepare_output_directory(directory, *, argument: str | None = None) -> Path:
+    """Create ``directory`` (and its parents) if missing and check that files can be created in it.
+
+    Call it before long work whose results go there, so that a wrong folder fails at once.
+
+    Raises:
+        ValueError: ``directory`` (or one of its parents) is a regular file.
+        OSError: the folder cannot be created or written (read-only, full disk); the message names it.
+    """
+    directory = Path(directory)
+    blocking = _file_in_the_way(directory)
+    if blocking is not None:
+        where = "" if blocking == directory else f" cannot be created: {blocking}"
+        raise ValueError(f"{_prefix(argument)}{os.fspath(directory)}{where} is a regular file, not a folder; "
+                         "give a folder path (created when missing)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        message = f"{_prefix(argument)}cannot write into the folder {os.fspath(directory)}: {reason}"
+        raise (OSError(error.errno, message) if error.errno is not None else OSError(message)) from None
+    return directory
 
 
 def atomic_write_text(text: str, path, *, what: str = "text") -> Path:
@@ -190,17 +285,20 @@ def read_utf8_text(path, *, what: str = "text file", argument: str | None = None
 
     Raises:
         ValueError: the bytes are not valid UTF-8, or hold NUL bytes (a binary file, or UTF-16/32 text);
-            the message names the file and the offset of the first offending byte.
+            the message names the file, the offset of the first offending byte and its line.
     """
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
         raise ValueError(f"{_prefix(argument)}{what} {os.fspath(path)!r} is not UTF-8 text: byte {error.start} "
-                         f"({data[error.start:error.start + 1]!r}) {error.reason}; convert it to UTF-8 or "
-                         "leave it out") from None
+                         f"(line {line}, {data[error.start:error.start + 1]!r}) {error.reason}; convert it to UTF-8 "
+                         "or leave it out") from None
     if "\x00" in text:
+        offset = data.index(0)
+        line = data.count(b"\n", 0, offset) + 1
         raise ValueError(f"{_prefix(argument)}{what} {os.fspath(path)!r} is not text: it holds a NUL byte at "
-                         f"offset {data.index(0)} (a binary file, or UTF-16/UTF-32 text); leave it out or convert it "
-                         "to UTF-8")
+                         f"offset {offset} (line {line}; a binary file, or UTF-16/UTF-32 "
+                         "text); leave it out or convert it to UTF-8")
     return text

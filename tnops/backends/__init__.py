@@ -119,8 +119,13 @@ def interpreting() -> bool:
 def chunk_rows(vocab_size: int, elements: int = CHUNK_ELEMENTS) -> int:
     """Rows per chunk so one chunk of logits holds about ``elements`` values (``TNOPS_CHUNK_ROWS`` overrides)."""
     env = os.environ.get("TNOPS_CHUNK_ROWS", "").strip()
+    largest = 2**31 - 1
     if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"TNOPS_CHUNK_ROWS={env!r}: expected a positive integer")
+        # ASCII digits only: str.isdigit() also accepts "²" or "١", which int() then refuses or reads as another
+        # number; and a bound, since the row count reaches the kernels as a C int64 (10**30 overflows it).
+        if (not (env.isascii() and env.isdigit()) or len(env.lstrip("0")) > len(str(largest))
+                or not 1 <= int(env) <= largest):  # the length first: int() refuses over 4300 digits
+            raise ValueError(f"TNOPS_CHUNK_ROWS={env!r}: expected a positive integer (ASCII digits) in "
+                             f"[1, {largest}]")
         return int(env)
     return max(1, elements // max(vocab_size, 1))

@@ -91,6 +91,11 @@ def read_mythes(dat_path: str | os.PathLike) -> MythesThesaurus:
     """
     path = _dat_path(dat_path)
     raw = path.read_bytes()
+    if b"\0" in raw:  # a binary or UTF-16/32 file: decoded, it would give garbled headwords (or a bare codec error)
+        offset = raw.index(b"\0")
+        line = raw.count(b"\n", 0, offset) + 1
+        raise ValueError(f"dat_path: {path}:{line}: a NUL byte at offset {offset}; a MyThes "
+                         ".dat file is text in the encoding named on its first line (a binary or UTF-16 file?)")
     first_line, _, body = raw.partition(b"\n")
     encoding = first_line.decode("ascii", "replace").strip()
     try:

