@@ -5,6 +5,8 @@ counts how many wrong predictions are listed synonyms of the gold token:
 
 * prediction level: corrected / mismatched predictions;
 * iteration level: sequences with at least one corrected prediction / sequences.
+
+``--examples N`` also prints N corrected predictions in the paper's Figure-3 style (:mod:`electra.showcase`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from electra.dataset import build_dataset
 from electra.init_from import load_generator
 from electra.masking import IGNORE_INDEX, mask_tokens
 from electra.seeds import derive_seed
+from electra.showcase import CorrectionExample, collect_examples, format_example
 from electra.tokenizer import load_tokenizer
 from tnops.cli import ToolArgumentParser, run_tool
 
@@ -48,15 +51,18 @@ def _synonyms(path, model: Path, tokenizer):
 
 @torch.no_grad()
 def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: int = 32, max_batches: int | None = None,
-                         prediction: str = "sample", seed: int = 0, max_predictions: int | None = None) -> dict:
+                         prediction: str = "sample", seed: int = 0, max_predictions: int | None = None,
+                         examples: int = 0) -> dict:
     """Count corrected predictions of ``generator`` (an ``ElectraForMaskedLM``) on ``split``.
 
     Args:
         split: a ``PretrainingSplit`` (``input_ids``, ``attention_mask``, ``token_type_ids`` ``[N, L]``).
         prediction: ``"sample"`` (ELECTRA) or ``"argmax"`` (BERT).
+        examples: collect up to this many corrected predictions (``electra.showcase.CorrectionExample`` dicts).
     Returns:
         dict with sequences, masked, mismatched, corrected, sequences_with_correction,
-        prediction_level (corrected / mismatched) and iteration_level (share of sequences with a correction).
+        prediction_level (corrected / mismatched), iteration_level (share of sequences with a correction) and,
+        when ``examples > 0``, examples (a list of dicts: gold, prediction, context, synonyms).
     """
     generator.eval()
     device = next(generator.parameters()).device
@@ -66,6 +72,7 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
     names = ("masked", "mismatched", "corrected", "sequences_with_correction")
     counts = torch.zeros(len(names), dtype=torch.int64, device=device)  # read once, at the end
     sequences_seen = 0
+    shown, seen = [], set()
     for i, batch in enumerate(eval_batches(split, batch_size)):
         if max_batches is not None and i >= max_batches:
             break
@@ -88,9 +95,14 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
         counts += torch.stack([valid.sum(), (valid & (out.predictions != gold)).sum(), corrected.sum(),
                                corrected.any(dim=1).sum()])
         sequences_seen += len(gold)
+        if len(shown) < examples:  # reads this batch back: only when examples are asked for
+            shown += collect_examples(tokenizer, synonyms, batch.input_ids.cpu(), positions.cpu(),
+                                      out.predictions.cpu(), corrected.cpu(), limit=examples - len(shown), seen=seen)
     totals = {"sequences": sequences_seen, **dict(zip(names, counts.tolist()))}
     totals["prediction_level"] = totals["corrected"] / max(totals["mismatched"], 1)
     totals["iteration_level"] = totals["sequences_with_correction"] / max(totals["sequences"], 1)
+    if examples:
+        totals["examples"] = [example.to_dict() for example in shown]
     return totals
 
 
@@ -105,6 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-batches", type=integer(1), default=None)
     p.add_argument("--prediction", default="sample", choices=["sample", "argmax"])
     p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--examples", type=integer(0), default=0, help="print this many corrected predictions")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = p.parse_args(argv)
     return run_tool("electra-fn-stats", lambda: _run(args))
@@ -121,7 +134,8 @@ def _run(args) -> int:
     dataset = build_dataset(args.corpus, tokenizer, args.max_seq_length, seed=args.seed, eval_fraction=0.0,
                             progress=False)
     stats = false_negative_stats(generator, tokenizer, synonyms, dataset.train, batch_size=args.batch_size,
-                                 max_batches=args.max_batches, prediction=args.prediction, seed=args.seed)
+                                 max_batches=args.max_batches, prediction=args.prediction, seed=args.seed,
+                                 examples=args.examples)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -129,7 +143,16 @@ def _run(args) -> int:
               f"corrected {stats['corrected']}")
         print(f"prediction-level false-negative ratio (corrected / mismatched): {stats['prediction_level']:.2%}")
         print(f"iteration-level ratio (sequences with a correction):           {stats['iteration_level']:.2%}")
+        print_examples(stats.get("examples"))
     return 0
+
+
+def print_examples(examples: list[dict] | None) -> None:
+    """The Figure-3-style lines of ``false_negative_stats(..., examples=N)["examples"]``."""
+    if examples:
+        print("corrected predictions (gold → prediction, the gold word in brackets, its listed synonyms):")
+        for example in examples:
+            print(format_example(CorrectionExample(**example)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BERT_ARCHITECTURES", "MINILM", "is_bert_checkpoint", "load_bert_generator", "resolve_source"]
+__all__ = ["BERT_ARCHITECTURES", "MINILM", "checkpoint_kind", "load_bert_generator", "resolve_source"]
 
 BERT_ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining")
 MINILM = "minilm"
@@ -60,19 +60,17 @@ def _config(directory: Path) -> dict:
     return config
 
 
-def is_bert_checkpoint(directory: Path) -> bool:
-    """True when ``directory/config.json`` says ``model_type: bert`` (the ELECTRA loader takes the rest)."""
-    return _config(directory).get("model_type") == "bert"
-
-
-def _architecture(config: dict, directory: Path) -> str:
-    names = config.get("architectures") or ["BertModel"]
-    supported = [name for name in names if name in BERT_ARCHITECTURES]
-    if config.get("model_type") != "bert" or not supported:
-        raise ValueError(f"--generator-from: {directory} is {config.get('model_type')!r} "
-                         f"({', '.join(map(str, names))}); supported: ELECTRA generators (ElectraForMaskedLM) and "
-                         f"BERT checkpoints ({', '.join(BERT_ARCHITECTURES)})")
-    return supported[0]
+def checkpoint_kind(directory: Path) -> str:
+    """``"bert"`` or ``"electra"`` from ``directory/config.json``; ValueError in one line naming what is supported
+    for any other model type or BERT architecture (a classifier has no MLM head to start from)."""
+    config = _config(directory)
+    kind = config.get("model_type")
+    names = config.get("architectures") or (["BertModel"] if kind == "bert" else [])
+    if kind == "electra" or (kind == "bert" and any(name in BERT_ARCHITECTURES for name in names)):
+        return kind
+    raise ValueError(f"--generator-from: {directory} is {kind!r} ({', '.join(map(str, names)) or 'no architectures'}); "
+                     f"supported: ELECTRA generators (ElectraForMaskedLM) and BERT checkpoints "
+                     f"({', '.join(BERT_ARCHITECTURES)})")
 
 
 def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -120,7 +118,9 @@ def load_bert_generator(source, dropout: float | None = None):
 
     directory = resolve_source(source)
     config = _config(directory)
-    _architecture(config, directory)
+    if checkpoint_kind(directory) != "bert":
+        raise ValueError(f"--generator-from: {directory} is not a BERT checkpoint "
+                         f"(model_type {config['model_type']!r})")
     drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     electra_config = ElectraConfig(
         vocab_size=config["vocab_size"], embedding_size=config["hidden_size"], hidden_size=config["hidden_size"],

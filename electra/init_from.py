@@ -1,12 +1,20 @@
-"""Continued pre-training: ``electra-pretrain --init-from DIR [--generator-from DIR]``.
+"""Continued pre-training and pretrained generators: ``electra-pretrain [--init-from DIR] [--generator-from SRC]``.
 
 ``--init-from`` names a transformers ``ElectraForPreTraining`` checkpoint directory (this trainer's export
-``final/discriminator``, or a published ELECTRA discriminator); ``--generator-from`` optionally an
-``ElectraForMaskedLM`` one (``final/generator``).  Without a generator, one is built fresh at the preset's
-``generator_fraction`` of the discriminator's width, with the discriminator's activation and norms.  Either
-way the two halves share the discriminator's whole embedding block (DESIGN §5) and the generator's output
-is tied to its word table; a loaded generator keeps its own encoder, embedding projection, head and output
-bias, and its own copy of the embeddings is dropped.
+``final/discriminator``, or a published ELECTRA discriminator); ``--generator-from`` a generator: an
+``ElectraForMaskedLM`` directory (``final/generator``), any BERT checkpoint (``BertModel``, ``BertForMaskedLM``,
+``BertForPreTraining``; :mod:`electra.from_bert` maps it), or ``minilm``, the MiniLM-L6-H384 encoder packaged
+offline with bert-base-uncased's vocabulary.
+
+* Both given: the two halves share the discriminator's whole embedding block (DESIGN §5); the loaded generator
+  keeps its own encoder, embedding projection, head and output bias, and its copy of the embeddings is dropped.
+* ``--init-from`` alone: a fresh generator at the preset's ``generator_fraction`` of the discriminator's width,
+  with the discriminator's activation and norms, on the discriminator's embedding block.
+* ``--generator-from`` alone: a fresh discriminator sized by ``--preset`` gets the *generator's* embedding block
+  (a pretrained generator's word table is what its predictions are made of), with an ``embeddings_project`` where
+  the widths differ; vocabulary and tokenizer come from the generator.
+
+Either way the generator's output is tied to the shared word table.
 
 The model's sizes come from the checkpoint, the recipe (learning rate, batch, steps, warm-up) from the preset
 and the command line.  The tokenizer is the one saved beside the weights (the export writes it there),
@@ -24,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from electra.config import ElectraTNConfig
+from electra import from_bert
+from electra.config import PRESETS, ElectraTNConfig
 from electra.modeling import ElectraTNForPretraining
 from electra.tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -41,11 +50,11 @@ _WHAT = {"ElectraForPreTraining": ("--init-from", "an ElectraForPreTraining (dis
 
 @dataclass
 class Pretrained:
-    """What ``--init-from`` / ``--generator-from`` loaded: the two halves (generator None: build one fresh)
-    and the tokenizer of their vocabulary."""
+    """What ``--init-from`` / ``--generator-from`` loaded: the two halves (None: build that half fresh; at least
+    one is loaded) and the tokenizer of their vocabulary."""
 
-    directory: Path
-    discriminator: torch.nn.Module
+    directory: Path | None
+    discriminator: torch.nn.Module | None
     generator: torch.nn.Module | None
     tokenizer: object
     generator_directory: Path | None = None
@@ -129,13 +138,13 @@ def load_generator(directory, *, flag: str = "--generator-from", hint: str | Non
     return _load_half(ElectraForMaskedLM, Path(directory), None, flag=flag, hint=hint)
 
 
-def _tokenizer(directory: Path, fallback):
+def _tokenizer(directory: Path, fallback, flag: str = "--init-from"):
     """The tokenizer saved beside the weights, else ``--tokenizer`` (default bert-base-uncased)."""
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         return load_tokenizer(fallback)
     tokenizer = load_tokenizer(str(directory))
     if fallback is not None and tokenizer_fingerprint(load_tokenizer(fallback)) != tokenizer_fingerprint(tokenizer):
-        raise ValueError(f"--tokenizer: {fallback!r} differs from the tokenizer saved beside --init-from {directory}; "
+        raise ValueError(f"--tokenizer: {fallback!r} differs from the tokenizer saved beside {flag} {directory}; "
                          "leave --tokenizer out (it is only the fallback for a checkpoint without one)")
     return tokenizer
 
@@ -153,63 +162,88 @@ def _check_generator(generator, generator_dir: Path, discriminator, tokenizer) -
                              "of --init-from (another tokenizer); the two halves must share one vocabulary")
 
 
-def load_pretrained(init_from, generator_from=None, tokenizer=None, dropout: float | None = None) -> Pretrained:
-    """Load ``--init-from`` (and ``--generator-from``) and their tokenizer.
+def _generator(generator_from, dropout: float | None):
+    """``(generator, directory)`` of ``--generator-from``: an ELECTRA generator, a BERT checkpoint or ``minilm``."""
+    from transformers import ElectraForMaskedLM
+
+    directory = from_bert.resolve_source(generator_from)
+    if from_bert.checkpoint_kind(directory) == "bert":
+        generator, _, directory = from_bert.load_bert_generator(directory, dropout)
+        return generator, directory
+    return _load_half(ElectraForMaskedLM, directory, dropout), directory
+
+
+def load_pretrained(init_from=None, generator_from=None, tokenizer=None, dropout: float | None = None) -> Pretrained:
+    """Load ``--init-from`` and/or ``--generator-from`` and their tokenizer.
 
     Args:
-        init_from: ElectraForPreTraining checkpoint directory.
-        generator_from: ElectraForMaskedLM checkpoint directory, or None.
-        tokenizer: ``--tokenizer``: used when no tokenizer is saved beside ``init_from``.
+        init_from: ElectraForPreTraining checkpoint directory, or None (a fresh discriminator).
+        generator_from: ElectraForMaskedLM or BERT checkpoint directory, ``"minilm"``, or None (a fresh generator).
+        tokenizer: ``--tokenizer``: used when no tokenizer is saved beside the weights.
         dropout: ``--dropout`` (None: the checkpoint's).
 
     Raises:
         FileNotFoundError: a directory is missing.
-        ValueError: not an ELECTRA checkpoint of the right kind, weights missing, or the halves' vocabularies
-            (or the tokenizer's) differ; the message names the flag.
+        ValueError: neither given; not a checkpoint of a supported kind; weights missing; or the halves'
+            vocabularies (or the tokenizer's) differ.  The message names the flag.
     """
-    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+    from transformers import ElectraForPreTraining
 
-    directory = _directory(init_from, "--init-from")
-    generator_dir = _directory(generator_from, "--generator-from") if generator_from is not None else None
-    discriminator = _load_half(ElectraForPreTraining, directory, dropout)
-    vocab = _tokenizer(directory, tokenizer)
-    if len(vocab) != discriminator.config.vocab_size:
-        raise ValueError(f"--init-from: {directory} has a vocabulary of {discriminator.config.vocab_size} tokens but "
-                         f"its tokenizer ({getattr(vocab, 'name_or_path', '?')}) has {len(vocab)}; save the "
-                         "checkpoint's own tokenizer beside it or pass it as --tokenizer")
-    generator = None
-    if generator_dir is not None:
-        generator = _load_half(ElectraForMaskedLM, generator_dir, dropout)
+    if init_from is None and generator_from is None:
+        raise ValueError("load_pretrained: expected --init-from and/or --generator-from")
+    directory = _directory(init_from, "--init-from") if init_from is not None else None
+    discriminator = _load_half(ElectraForPreTraining, directory, dropout) if directory is not None else None
+    generator, generator_dir = _generator(generator_from, dropout) if generator_from is not None else (None, None)
+    main, flag = (discriminator, "--init-from") if discriminator is not None else (generator, "--generator-from")
+    source = directory if discriminator is not None else generator_dir
+    vocab = _tokenizer(source, tokenizer, flag)
+    if len(vocab) != main.config.vocab_size:
+        raise ValueError(f"{flag}: {source} has a vocabulary of {main.config.vocab_size} tokens but its tokenizer "
+                         f"({getattr(vocab, 'name_or_path', '?')}) has {len(vocab)}; save the checkpoint's own "
+                         "tokenizer beside it or pass it as --tokenizer")
+    if discriminator is not None and generator is not None:
         _check_generator(generator, generator_dir, discriminator, vocab)
     return Pretrained(directory, discriminator, generator, vocab, generator_dir)
 
 
-def checkpoint_sizes(pretrained: Pretrained) -> dict:
-    """ElectraTNConfig fields taken from the checkpoint instead of the preset (the model's sizes)."""
+def checkpoint_sizes(pretrained: Pretrained, preset: str = "small") -> dict:
+    """ElectraTNConfig fields taken from the checkpoint instead of the preset (the model's sizes).  With a loaded
+    generator alone, the discriminator keeps the preset's sizes around the generator's embedding block."""
+    gen = pretrained.generator.config if pretrained.generator is not None else None
+    if pretrained.discriminator is None:
+        return dict(vocab_size=gen.vocab_size, embedding_size=gen.embedding_size,
+                    max_position_embeddings=gen.max_position_embeddings, type_vocab_size=gen.type_vocab_size,
+                    generator_fraction=gen.hidden_size / PRESETS[preset]["hidden_size"])
     disc = pretrained.discriminator.config
     sizes = dict(vocab_size=disc.vocab_size, hidden_size=disc.hidden_size, num_layers=disc.num_hidden_layers,
                  num_heads=disc.num_attention_heads, intermediate_size=disc.intermediate_size,
                  embedding_size=disc.embedding_size, max_position_embeddings=disc.max_position_embeddings,
                  type_vocab_size=disc.type_vocab_size, dropout=disc.hidden_dropout_prob)
-    if pretrained.generator is not None:
-        sizes["generator_fraction"] = pretrained.generator.config.hidden_size / disc.hidden_size
+    if gen is not None:
+        sizes["generator_fraction"] = gen.hidden_size / disc.hidden_size
     return sizes
 
 
 def check_config(pretrained: Pretrained, config: ElectraTNConfig) -> None:
     """ValueError when the recipe does not fit the checkpoint (sequences longer than its position table)."""
-    positions = pretrained.discriminator.config.max_position_embeddings
+    half, flag = ((pretrained.discriminator, "--init-from") if pretrained.discriminator is not None
+                  else (pretrained.generator, "--generator-from"))
+    positions = half.config.max_position_embeddings
     if config.max_seq_length > positions:
-        raise ValueError(f"--max-seq-length: {config.max_seq_length} is longer than the --init-from checkpoint's "
+        raise ValueError(f"--max-seq-length: {config.max_seq_length} is longer than the {flag} checkpoint's "
                          f"position table ({positions}); pass --max-seq-length {positions} or less")
 
 
 def build_model(pretrained: Pretrained, config: ElectraTNConfig, synonyms=None) -> ElectraTNForPretraining:
     """The pre-training model around the loaded halves; a fresh generator (``config.generator_fraction`` of the
     discriminator's width, its depth, activation and norms) when none was loaded.  Call after seeding."""
-    from transformers import ElectraForMaskedLM
+    from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-    generator = pretrained.generator
+    generator, discriminator = pretrained.generator, pretrained.discriminator
+    if discriminator is None:  # a pretrained generator alone: a fresh discriminator on the generator's block
+        discriminator = ElectraForPreTraining(config.hf_configs()[0])
+        discriminator.electra.embeddings = generator.electra.embeddings
+        return ElectraTNForPretraining(config, synonyms, discriminator=discriminator, generator=generator)
     if generator is None:
         gen_config = copy.deepcopy(pretrained.discriminator.config)
         gen_config.hidden_size = config.generator_hidden_size

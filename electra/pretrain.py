@@ -7,8 +7,9 @@ Every random choice is keyed by (seed, step, global sequence index), each stream
 :func:`electra.seeds.derive_seed`: a run on W ranks with gradient accumulation A sees exactly the masks and
 samples of one process with the same global batch, and ``--resume`` continues bit-exactly (model, optimiser,
 schedule, RNG and data position are checkpointed).  The loop itself is :mod:`electra.trainer`.
-``--init-from`` continues pre-training a transformers ELECTRA checkpoint (:mod:`electra.init_from`); its
-held-out evaluation before the first step is history record 0.
+``--init-from`` continues pre-training a transformers ELECTRA checkpoint (:mod:`electra.init_from`), whose
+held-out evaluation before the first step is history record 0; ``--generator-from minilm|DIR`` starts from a
+pretrained generator (a BERT or ELECTRA checkpoint).
 
 Checkpoints hold only tensors and plain values and are read with ``weights_only=True``: a crafted file
 cannot run code. Every number on the command line is checked (finite, in range). A step whose loss or
@@ -20,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 
 import torch.distributed as dist
 
 from electra.arguments import integer, number
 from electra.config import PRESETS, ElectraTNConfig
+from electra.fn_stats import print_examples
+from electra.report import run_report
 from electra.synonym_source import synonyms_source
 from electra.trainer import (
     NonFiniteLossError,
@@ -58,9 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="continue pre-training a transformers ElectraForPreTraining checkpoint (e.g. "
                         "OUTPUT_DIR/final/discriminator): model sizes and tokenizer from it, recipe from --preset")
-    p.add_argument("--generator-from", default=None, metavar="DIR",
-                   help="with --init-from: an ElectraForMaskedLM generator (e.g. OUTPUT_DIR/final/generator); "
-                        "default: a fresh one at the preset's width ratio, sharing the discriminator's embeddings")
+    p.add_argument("--generator-from", default=None, metavar="minilm|DIR",
+                   help="a pretrained generator: 'minilm' (the packaged MiniLM-L6-H384, bert-base-uncased "
+                        "vocabulary), a BERT checkpoint (BertModel/BertForMaskedLM/BertForPreTraining) or an "
+                        "ElectraForMaskedLM (e.g. OUTPUT_DIR/final/generator); without --init-from the fresh "
+                        "discriminator (--preset) shares its embeddings; default: a fresh generator")
     p.add_argument("--no-hc", action="store_true", help="disable hard correction")
     p.add_argument("--sr-weight", type=number(0.0), default=None,
                    help="soft-regularization weight (default 1.0; 0 disables)")
@@ -98,13 +104,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if args.generator_from is not None and args.init_from is None:
-        p.error("--generator-from: needs --init-from (the discriminator the generator belongs to)")
     return args
 
 
 def train(args) -> dict:
-    """Run pre-training as ``args`` says; returns a summary (final step, last losses, paths)."""
+    """Run pre-training as ``args`` says; returns a summary (final step, last losses, paths and, for a finished
+    run, ``report``: what :func:`electra.report.run_report` wrote to ``summary.json``)."""
+    started = time.perf_counter()
     run = setup_run(args)
     max_steps = run.config.max_steps
     if getattr(args, "init_from", None) and run.step == 0 and run.rank == 0:
@@ -126,7 +132,11 @@ def train(args) -> dict:
     finally:
         if run.progress is not None:
             run.progress.close()
-    return finish_run(run)
+    summary = finish_run(run)
+    if "export" in summary:  # rank 0 of a finished run: Table-2 ratios and Figure-3 examples, summary.json
+        summary["report"] = run_report(run, started)
+        summary["report_path"] = str(run.output_dir / "summary.json")
+    return summary
 
 
 def evaluate_checkpoint(run) -> None:
@@ -162,6 +172,14 @@ def _run(args) -> int:
         if masked:
             print(f"hard correction over the run: {corrected} of {masked} masked predictions were listed synonyms "
                   f"of their gold token and dropped ({100 * corrected / masked:.3f} %)")
+        report = summary.get("report")
+        if report:
+            print(f"hard correction over the last {report['last_window_steps']} steps: "
+                  f"{100 * report['correction_rate_last_window']:.3f} % of masked predictions")
+            if report["fn_prediction_ratio"] is not None:
+                print(f"held-out false negatives (Table 2): {report['fn_prediction_ratio']:.2%} of wrong predictions "
+                      f"are listed synonyms; {report['fn_iteration_ratio']:.2%} of sequences have one")
+            print_examples(report["examples"])
         if summary["nonfinite_skipped"]:
             print(f"skipped {summary['nonfinite_skipped']} step(s) whose loss or gradient was NaN/inf "
                   "(--on-nonfinite skip; history.json marks them)")
@@ -170,6 +188,8 @@ def _run(args) -> int:
             print(f"discriminator (AutoModelForPreTraining): {summary['export']['discriminator']}")
             print(f"generator (AutoModelForMaskedLM):        {summary['export']['generator']}")
             print(f"loss curve: {summary['plot']}")
+        if report:
+            print(f"summary: {summary['report_path']}")
     return 0
 
 

@@ -144,11 +144,11 @@ def setup_run(args) -> TrainingRun:
         prepare_output_directory(output_dir, argument="--output-dir")
         remove_stale_temporaries(output_dir / "checkpoint.pt")  # left by a run killed mid-save
     pretrained = None
-    if getattr(args, "init_from", None):  # continued pre-training: sizes and tokenizer from the checkpoint
-        pretrained = init_from.load_pretrained(args.init_from, getattr(args, "generator_from", None),
+    if getattr(args, "init_from", None) or getattr(args, "generator_from", None):  # sizes, tokenizer: checkpoints
+        pretrained = init_from.load_pretrained(getattr(args, "init_from", None), getattr(args, "generator_from", None),
                                                args.tokenizer, args.dropout)
     tokenizer = pretrained.tokenizer if pretrained else load_tokenizer(args.tokenizer)
-    config = _config(args, tokenizer, init_from.checkpoint_sizes(pretrained) if pretrained else None)
+    config = _config(args, tokenizer, init_from.checkpoint_sizes(pretrained, args.preset) if pretrained else None)
     if pretrained:
         init_from.check_config(pretrained, config)
     if config.batch_size % (world * args.grad_accum):

@@ -120,10 +120,20 @@ def plot_history(history: list[dict], path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
-    rates = [r.get("correction_rate", 0.0) for r in history]
+    counted = [r for r in history if "masked" in r]  # training steps (not a step-0 evaluation record)
+    rates = [100 * r["corrected"] / max(r["masked"], 1) for r in counted]
     twin = axes[0].twinx()
-    twin.plot(steps, rates, color="tab:green", lw=0.8, alpha=0.6)
-    twin.set_ylabel("hard-correction rate", color="tab:green")
+    twin.plot([r["step"] for r in counted], rates, color="tab:green", lw=0.6, alpha=0.35)
+    window = max(5, len(counted) // 20)  # the rolling mean shows the trend a single step's count hides
+    if len(counted) >= window:
+        masked = [r["masked"] for r in counted]
+        corrected = [r["corrected"] for r in counted]
+        rolling = [100 * sum(corrected[i - window:i]) / max(sum(masked[i - window:i]), 1)
+                   for i in range(window, len(counted) + 1)]
+        twin.plot([r["step"] for r in counted[window - 1:]], rolling, color="tab:green", lw=1.8,
+                  label=f"hard correction, {window}-step mean")
+        twin.legend(loc="center right")
+    twin.set_ylabel("hard-correction rate (% of masked)", color="tab:green")
     fig.tight_layout()
     try:
         atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110), what="plot")
