@@ -1,15 +1,20 @@
 // The fused generator-head objective for CPU tensors: tnops::mlm_head_native(_backward) (DESIGN §4, native).
 //
 // Rows that carry work (masked rows in the forward pass, rows with a nonzero coefficient in the backward)
-// are gathered and processed in chunks.  Per chunk:
+// are gathered and processed in chunks.  First one O(N) pass checks every index a visited row dereferences
+// (its label in [0, V), its row id in [0, 2^32), its gold token's CSR row inside syn_ids) and raises ValueError
+// naming the argument before any GEMM or write: under torch.compile the Python checks are skipped.  Per chunk:
 //   1. one GEMM writes the chunk's logits z = x·Wᵀ into a buffer preallocated once per call (at::mm_out);
 //   2. one OpenMP pass per row, while the row is in cache: bias, running max, gold logit, argmax or
 //      Gumbel-max (philox.h: the torch path's Philox words and Gumbel transform, bit for bit), the
 //      disallow-correct exclusion, the hard-correction check (binary search in the CSR row of the gold
-//      token), then e = exp(z - max) written in place and its sum s;
-//   3. with gradients wanted, three more GEMMs give dh, dW, db from e without ever normalising the
-//      [C, V] buffer:  dz = coef·(e/s - onehot), so  dh = coef/s·(e·W) - coef·W[gold],
-//      dW += eᵀ·(coef/s·x) - Σ coef·onehotᵀx,  db += eᵀ·(coef/s) - Σ coef·onehot.
+//      token), then e = exp(z - max) written in place with its sum s and, summed apart, other = Σ_{v≠gold} e_v;
+//   3. with gradients wanted, three more GEMMs give dh, dW, db:  dz = coef·(e/s - onehot) = (coef/s)·e' with
+//      e' = e - s·onehot, whose gold entry e_gold - s = -other is exact, so nothing cancels when p(gold) → 1 (a
+//      trained head; forming (coef/s)·(e·W) - coef·W[gold] subtracts two nearly equal rounded rows).  float and
+//      double rows keep e' and fold the row scale into the GEMMs' other side (no extra pass over [C, V]):
+//      dh = (coef/s)·(e'·W),  dW += e'ᵀ·((coef/s)·x),  db += e'ᵀ·(coef/s);  half rows get dz itself, formed in
+//      fp32 and narrowed once (what plain PyTorch's half GEMMs read): dh = dz·W, dW += dzᵀ·x, db += Σ_rows dz.
 // Rows that are ignored or corrected have coefficient 0 and cost no gradient work beyond their GEMM rows.
 // Half inputs (bfloat16, float16) run half GEMMs (oneDNN; fp32 accumulation inside) with fp32 row maths
 // and fp32 dW/db accumulators across chunks; float64 inputs run in float64.
@@ -45,10 +50,45 @@ struct HeadCall {
   // outputs
   at::Tensor ce, lse, predictions, corrected, d_inputs, d_weight, d_bias;
 
+  // The rows that carry work (forward: label != ignore_index; backward: coef != 0), every index they dereference
+  // checked first: the label in [0, V), the row id in [0, 2^32), the gold token's CSR row inside syn_ids.  One
+  // O(N) pass before any GEMM or write; under torch.compile the Python checks are skipped, these are not.
+  std::vector<int64_t> rows_to_visit(int64_t vocab, bool has_table) const {
+    const int64_t n = labels.size(0);
+    const int64_t* label = labels.data_ptr<int64_t>();
+    const int64_t* row_id = row_ids.defined() ? row_ids.data_ptr<int64_t>() : nullptr;
+    const int32_t* off = has_table ? offsets.data_ptr<int32_t>() : nullptr;
+    const int64_t nnz = has_table ? syn_ids.numel() : 0;
+    const acc_t* coef = backward ? coef_in.data_ptr<acc_t>() : nullptr;
+    std::vector<int64_t> visit;
+    for (int64_t r = 0; r < n; ++r) {
+      if (row_id) {
+        TORCH_CHECK_VALUE(row_id[r] >= 0 && row_id[r] <= int64_t{0xFFFFFFFF},
+                          "row_ids: expected values in [0, 2^32), found ", row_id[r]);
+      }
+      if (backward ? coef[r] == 0 : label[r] == options.ignore_index) continue;
+      const int64_t gold = label[r];
+      if (gold < 0 || gold >= vocab) {
+        TORCH_CHECK_VALUE(!backward, "labels: expected ids in [0, ", vocab, ") on rows with coef != 0, found ", gold);
+        TORCH_CHECK_VALUE(false, "labels: expected ids in [0, ", vocab, ") or ignore_index=", options.ignore_index,
+                          ", found ", gold);
+      }
+      if (off) {
+        const int64_t lo = off[gold], hi = off[gold + 1];
+        TORCH_CHECK_VALUE(0 <= lo && lo <= hi && hi <= nnz, "syn_offsets: expected 0 <= offsets[", gold,
+                          "] <= offsets[", gold + 1, "] <= ", nnz, " (the number of syn_ids), found ", lo, " and ", hi);
+      }
+      visit.push_back(r);
+    }
+    return visit;
+  }
+
   void run() {
     const int64_t n = labels.size(0);
     const bool has_weight = weight.defined();
     const int64_t vocab = has_weight ? weight.size(0) : inputs.size(1);
+    const bool has_table = !backward && offsets.defined() && syn_ids.defined() && syn_ids.numel() > 0;
+    const std::vector<int64_t> visit = rows_to_visit(vocab, has_table);
     const auto acc_type = std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat;
     const auto opts = inputs.options();
     ce = at::zeros({n}, opts.dtype(acc_type));
@@ -60,31 +100,24 @@ struct HeadCall {
     at::Tensor dh_acc = want_inputs ? at::zeros(inputs.sizes(), opts.dtype(acc_type)) : at::Tensor();
     at::Tensor dw_acc = want_weight && has_weight ? at::zeros(weight.sizes(), opts.dtype(acc_type)) : at::Tensor();
     at::Tensor db_acc = want_bias && bias.defined() ? at::zeros({vocab}, opts.dtype(acc_type)) : at::Tensor();
+    if (visit.empty()) { finish(dh_acc, dw_acc, db_acc); return; }
 
     const int64_t* label = labels.data_ptr<int64_t>();
     const int64_t* row_id = row_ids.defined() ? row_ids.data_ptr<int64_t>() : nullptr;
-    const bool has_table = offsets.defined() && syn_ids.defined() && syn_ids.numel() > 0;
     const int32_t* off = has_table ? offsets.data_ptr<int32_t>() : nullptr;
     const int32_t* syn = has_table ? syn_ids.data_ptr<int32_t>() : nullptr;
     const acc_t* coef_given = backward ? coef_in.data_ptr<acc_t>() : nullptr;
     const acc_t* lse_given = backward ? lse_in.data_ptr<acc_t>() : nullptr;
-
-    std::vector<int64_t> visit;  // rows that carry work
-    for (int64_t r = 0; r < n; ++r) {
-      if (backward ? coef_given[r] != 0 : label[r] != options.ignore_index) visit.push_back(r);
-    }
-    if (visit.empty()) { finish(dh_acc, dw_acc, db_acc); return; }
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(chunk_rows, visit.size()));
-    const bool bias_fused = bias.defined();
-    at::Tensor bias_acc = bias_fused ? bias.to(acc_type).contiguous() : at::Tensor();
-    const acc_t* b = bias_fused ? bias_acc.data_ptr<acc_t>() : nullptr;
+    at::Tensor bias_acc = bias.defined() ? bias.to(acc_type).contiguous() : at::Tensor();
+    const acc_t* b = bias.defined() ? bias_acc.data_ptr<acc_t>() : nullptr;
     // preallocated once per call
-    at::Tensor logits = at::empty({chunk, vocab}, opts);          // GEMM output, then e in place
+    at::Tensor logits = at::empty({chunk, vocab}, opts);          // GEMM output, then e' in place
     constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;  // half rows get a per-thread fp32 row buffer
     at::Tensor index = at::empty({chunk}, opts.dtype(at::kLong));
     at::Tensor x = has_weight ? at::empty({chunk, inputs.size(1)}, opts) : at::Tensor();
     at::Tensor row_scale = at::empty({chunk}, opts.dtype(acc_type));  // coef / s per row
-    at::Tensor row_coef = at::empty({chunk}, opts.dtype(acc_type));
+    acc_t* dh = want_inputs ? dh_acc.data_ptr<acc_t>() : nullptr;
     at::Tensor tmp_h = want_inputs && has_weight ? at::empty({chunk, inputs.size(1)}, opts) : at::Tensor();
     at::Tensor weight_t = has_weight ? weight.t() : at::Tensor();
     acc_t* ce_p = ce.data_ptr<acc_t>();
@@ -107,7 +140,6 @@ struct HeadCall {
       }
       scalar_t* zp = zc.data_ptr<scalar_t>();
       acc_t* scale_p = row_scale.data_ptr<acc_t>();
-      acc_t* coef_p = row_coef.data_ptr<acc_t>();
       const int64_t* rows = visit.data() + start;
       at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
         std::vector<acc_t> noise(kNoiseBlock);
@@ -118,70 +150,74 @@ struct HeadCall {
           acc_t* zr = in_place ? reinterpret_cast<acc_t*>(zs) : row_buffer.data();
           if (!in_place || b) widen(zs, b, zr, vocab);
           const int64_t gold = label[r];
-          if (backward) {
-            exp_sum(zr, lse_given[r], vocab);
-            narrow(zr, zs, vocab);
-            coef_p[i] = coef_given[r];
-            scale_p[i] = coef_given[r];
+          acc_t coef, other, sum;
+          if (backward) {  // e = exp(z - lse), normalised by its own sum: dz is the softmax of these logits
+            acc_t e_gold;
+            other = exp_apart(zr, lse_given[r], vocab, gold, e_gold);
+            sum = other + e_gold;
+            coef = coef_given[r];
+          } else {
+            const uint32_t key = static_cast<uint32_t>(row_id ? row_id[r] : r);
+            RowResult<acc_t> res = row_pass<acc_t>(zr, vocab, gold, key, options, noise.data());
+            const acc_t row_lse = res.max + std::log(res.sum);
+            const bool fixed = has_table && res.prediction != gold && listed(off, syn, gold, res.prediction);
+            lse_p[r] = row_lse;
+            pred_p[r] = res.prediction;
+            corr_p[r] = fixed;
+            // gold is the max: ce = log(s) = log1p(other), exact where p(gold) → 1 (lse - z_gold would cancel)
+            const bool gold_max = res.gold_logit == res.max && std::isfinite(res.max);
+            ce_p[r] = fixed ? acc_t(0) : gold_max ? std::log1p(res.other) : row_lse - res.gold_logit;
+            coef = fixed ? acc_t(0) : acc_t(1);
+            other = res.other;
+            sum = res.sum;
+          }
+          if (!any_grad) continue;
+          // dz = coef·(e/s - onehot(gold)) = (coef/s)·e' with e' = e - s·onehot: e'[gold] = e_gold - s = -other,
+          // exact, so nothing cancels when p(gold) → 1.  float/double: e' stays in the buffer and the row scale
+          // coef/s goes to the GEMMs' other side (no extra pass); half: dz itself is formed in fp32 and narrowed
+          // once, so the half GEMMs read what plain PyTorch's would (row scale 1).
+          if (coef == 0) {  // selected out, never 0·e (e may be NaN)
+            std::fill(zs, zs + vocab, scalar_t(0));
+            scale_p[i] = 0;
             continue;
           }
-          const uint32_t key = static_cast<uint32_t>(row_id ? row_id[r] : r);
-          RowResult<acc_t> res = row_pass<acc_t>(zr, vocab, gold, key, options, noise.data());
-          narrow(zr, zs, vocab);  // half inputs: e back into the half buffer for the GEMMs
-          const acc_t row_lse = res.max + std::log(res.sum);
-          const bool fixed = has_table && res.prediction != gold && listed(off, syn, gold, res.prediction);
-          lse_p[r] = row_lse;
-          pred_p[r] = res.prediction;
-          corr_p[r] = fixed;
-          ce_p[r] = fixed ? acc_t(0) : row_lse - res.gold_logit;
-          coef_p[i] = fixed ? acc_t(0) : acc_t(1);
-          scale_p[i] = fixed ? acc_t(0) : acc_t(1) / res.sum;
+          zr[gold] = -other;
+          const acc_t scale = coef / sum;
+          if constexpr (in_place) {
+            scale_p[i] = scale;
+          } else {
+            scale_row(zr, scale, zs, vocab);
+            scale_p[i] = 1;
+          }
+          if (!has_weight && dh) scale_row(zr, scale, dh + r * vocab, vocab);  // logits given: dh rows are dz
         }
       });
-      if (!any_grad) continue;
-      accumulate(zc, xc, idx, c, rows, label, coef_p, scale_p, tmp_h, dh_acc, dw_acc, db_acc, vocab);
+      if (any_grad) accumulate(zc, xc, rows, scale_p, tmp_h, dh_acc, dw_acc, db_acc);
     }
     finish(dh_acc, dw_acc, db_acc);
   }
 
-  // dz = coef·(e·scale/coef - onehot) rows of the chunk, folded into the three products (see the header).
-  void accumulate(const at::Tensor& e, const at::Tensor& xc, const at::Tensor& idx, int64_t c,
-                  const int64_t* rows, const int64_t* label, const acc_t* coef, const acc_t* scale,
-                  at::Tensor& tmp_h, at::Tensor& dh_acc, at::Tensor& dw_acc, at::Tensor& db_acc,
-                  int64_t vocab) {
-    const auto acc_type = dh_acc.defined() ? dh_acc.scalar_type() : (std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat);
+  // The chunk's rows e' [c, V] (input dtype) with their row scales (dz = scale·e'; half: e' = dz, scale 1) into
+  // the fp32 (fp64) accumulators: dh = scale·(e'·W), dW += e'ᵀ·(scale·x), db += e'ᵀ·scale.  Half GEMMs accumulate
+  // in fp32 inside; each chunk's dW partial and db column sums are added in fp32.  (Logits given: the dh rows were
+  // written in the row pass.)
+  void accumulate(const at::Tensor& e, const at::Tensor& xc, const int64_t* rows, const acc_t* scale,
+                  at::Tensor& tmp_h, at::Tensor& dh_acc, at::Tensor& dw_acc, at::Tensor& db_acc) {
+    const int64_t c = e.size(0);
+    const auto acc_type = std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat;
     at::Tensor scale_t = at::from_blob(const_cast<acc_t*>(scale), {c}, e.options().dtype(acc_type));
-    const bool has_weight = weight.defined();
-    if (!has_weight) {  // logits given: d_inputs rows are dz itself
-      if (dh_acc.defined()) {
-        acc_t* dh = dh_acc.data_ptr<acc_t>();
-        const scalar_t* ep = e.data_ptr<scalar_t>();
-        at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
-          for (int64_t i = begin; i < end; ++i) {
-            acc_t* out = dh + rows[i] * vocab;
-            const scalar_t* er = ep + i * vocab;
-            for (int64_t v = 0; v < vocab; ++v) out[v] = static_cast<acc_t>(er[v]) * scale[i];
-            out[label[rows[i]]] -= coef[i];
-          }
-        });
-      }
-      return;
-    }
-    const int64_t width = weight.size(1);
-    if (dh_acc.defined()) {  // dh = scale·(e·W) - coef·W[gold]
+    if (dh_acc.defined() && weight.defined()) {
+      const int64_t width = weight.size(1);
       at::Tensor th = tmp_h.narrow(0, 0, c);
       at::mm_out(th, e, weight);
       const scalar_t* thp = th.data_ptr<scalar_t>();
-      const scalar_t* w = weight.data_ptr<scalar_t>();
       acc_t* dh = dh_acc.data_ptr<acc_t>();
       for (int64_t i = 0; i < c; ++i) {
-        const int64_t r = rows[i];
-        const scalar_t* wg = w + label[r] * width;
-        for (int64_t k = 0; k < width; ++k)
-          dh[r * width + k] = static_cast<acc_t>(thp[i * width + k]) * scale[i] - coef[i] * static_cast<acc_t>(wg[k]);
+        acc_t* out = dh + rows[i] * width;
+        for (int64_t k = 0; k < width; ++k) out[k] = static_cast<acc_t>(thp[i * width + k]) * scale[i];
       }
     }
-    if (dw_acc.defined()) {  // dW += eᵀ·(scale·x) - Σ coef·onehotᵀx
+    if (dw_acc.defined()) {
       at::Tensor xs = (xc.to(acc_type) * scale_t.unsqueeze(1)).to(xc.scalar_type());
       if (std::is_same_v<scalar_t, acc_t>) {
         dw_acc.addmm_(e.t(), xs);
@@ -190,17 +226,13 @@ struct HeadCall {
         at::mm_out(dw_partial, e.t(), xs);  // half GEMM, fp32 inside; chunk partials summed in fp32
         dw_acc.add_(dw_partial);
       }
-      acc_t* dw = dw_acc.data_ptr<acc_t>();
-      const scalar_t* xp = xc.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < c; ++i) {
-        acc_t* row = dw + label[rows[i]] * width;
-        for (int64_t k = 0; k < width; ++k) row[k] -= coef[i] * static_cast<acc_t>(xp[i * width + k]);
-      }
     }
-    if (db_acc.defined()) {  // db += eᵀ·scale - Σ coef·onehot
-      db_acc.add_(at::mv(e.t(), scale_t.to(e.scalar_type())));
-      acc_t* db = db_acc.data_ptr<acc_t>();
-      for (int64_t i = 0; i < c; ++i) db[label[rows[i]]] -= coef[i];
+    if (db_acc.defined()) {
+      if (std::is_same_v<scalar_t, acc_t>) {
+        db_acc.add_(at::mv(e.t(), scale_t));
+      } else {
+        db_acc.add_(at::sum(e, {0}, false, acc_type));  // half dz: column sums in fp32
+      }
     }
   }
 
@@ -225,13 +257,62 @@ Tensor contiguous_or_undefined(const std::optional<Tensor>& t) {
   return t.has_value() && t->defined() ? t->contiguous() : Tensor();
 }
 
-void check_inputs(const Tensor& inputs, const Tensor& weight, const Tensor& labels) {
-  TORCH_CHECK(inputs.device().is_cpu() && inputs.dim() == 2, "inputs: expected a 2-D CPU tensor");
-  TORCH_CHECK(labels.scalar_type() == at::kLong && labels.dim() == 1 && labels.size(0) == inputs.size(0),
-              "labels: expected int64 [N] matching inputs [N, *]");
-  TORCH_CHECK(!weight.defined() || (weight.dim() == 2 && weight.size(1) == inputs.size(1) &&
-                                    weight.scalar_type() == inputs.scalar_type()),
-              "weight: expected [V, E] of the inputs' dtype");
+// Shapes, dtypes and devices of every argument a kernel reads (TypeError for a dtype, ValueError otherwise); the
+// values of the indices are checked in HeadCall::rows_to_visit.
+void check_inputs(const Tensor& inputs, const Tensor& weight, const Tensor& bias, const Tensor& labels) {
+  TORCH_CHECK_VALUE(inputs.device().is_cpu() && inputs.dim() == 2, "inputs: expected a 2-D CPU tensor, got ",
+                    inputs.dim(), "-D on ", inputs.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(inputs.scalar_type()),
+                   "inputs: expected float32, bfloat16, float16 or float64, got ", inputs.scalar_type());
+  const int64_t n = inputs.size(0);
+  TORCH_CHECK_TYPE(labels.scalar_type() == at::kLong, "labels: expected int64, got ", labels.scalar_type());
+  TORCH_CHECK_VALUE(labels.device().is_cpu() && labels.dim() == 1 && labels.size(0) == n,
+                    "labels: expected a CPU tensor [", n, "] matching inputs [N, *], got ", labels.sizes());
+  if (weight.defined()) {
+    TORCH_CHECK_TYPE(weight.scalar_type() == inputs.scalar_type(), "weight: expected the inputs' dtype ",
+                     inputs.scalar_type(), ", got ", weight.scalar_type());
+    TORCH_CHECK_VALUE(weight.device().is_cpu() && weight.dim() == 2 && weight.size(1) == inputs.size(1),
+                      "weight: expected a CPU tensor [V, ", inputs.size(1), "], got ", weight.sizes());
+  }
+  const int64_t vocab = weight.defined() ? weight.size(0) : inputs.size(1);
+  if (bias.defined()) {
+    TORCH_CHECK_TYPE(at::isFloatingType(bias.scalar_type()), "bias: expected a float tensor, got ", bias.scalar_type());
+    TORCH_CHECK_VALUE(bias.device().is_cpu() && bias.dim() == 1 && bias.size(0) == vocab,
+                      "bias: expected a CPU tensor [", vocab, "], got ", bias.sizes());
+  }
+}
+
+int64_t vocab_of(const Tensor& inputs, const Tensor& weight) {
+  return weight.defined() ? weight.size(0) : inputs.size(1);
+}
+
+// row_ids int32/int64 [N] (returned as int64), syn_offsets int32 [V+1] and syn_ids int32 [nnz], both or neither.
+Tensor check_table_and_row_ids(const Tensor& row_ids, const Tensor& offsets, const Tensor& syn_ids, int64_t n,
+                               int64_t vocab) {
+  if (row_ids.defined()) {
+    TORCH_CHECK_TYPE(row_ids.scalar_type() == at::kLong || row_ids.scalar_type() == at::kInt,
+                     "row_ids: expected int64 or int32, got ", row_ids.scalar_type());
+    TORCH_CHECK_VALUE(row_ids.device().is_cpu() && row_ids.dim() == 1 && row_ids.size(0) == n,
+                      "row_ids: expected a CPU tensor [", n, "] (one per row), got ", row_ids.sizes());
+  }
+  TORCH_CHECK_VALUE(offsets.defined() == syn_ids.defined(), "syn_offsets, syn_ids: expected both or neither");
+  if (offsets.defined()) {
+    TORCH_CHECK_TYPE(offsets.scalar_type() == at::kInt && syn_ids.scalar_type() == at::kInt,
+                     "syn_offsets, syn_ids: expected int32 (a CSR table), got ", offsets.scalar_type(), ", ",
+                     syn_ids.scalar_type());
+    TORCH_CHECK_VALUE(offsets.device().is_cpu() && offsets.dim() == 1 && offsets.size(0) == vocab + 1,
+                      "syn_offsets: expected a CPU tensor [", vocab + 1, "] (V + 1 entries), got ", offsets.sizes());
+    TORCH_CHECK_VALUE(syn_ids.device().is_cpu() && syn_ids.dim() == 1, "syn_ids: expected a 1-D CPU tensor, got ",
+                      syn_ids.sizes());
+  }
+  return row_ids.defined() ? row_ids.to(at::kLong) : row_ids;
+}
+
+// lse and coef of the backward: float [N].
+void check_rows(const char* name, const Tensor& t, int64_t n) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name, ": expected a float tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n, name, ": expected a CPU tensor [", n,
+                    "] (one per row), got ", t.sizes());
 }
 }  // namespace
 
@@ -242,7 +323,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_head_nati
     const std::optional<Tensor>& syn_ids_opt, int64_t seed, bool sample, double temperature, bool disallow_correct,
     int64_t ignore_index, bool want_inputs, bool want_weight, bool want_bias, int64_t chunk_rows) {
   const Tensor weight = contiguous_or_undefined(weight_opt);
-  check_inputs(inputs, weight, labels);
+  const Tensor bias = contiguous_or_undefined(bias_opt);
+  check_inputs(inputs, weight, bias, labels);
+  const Tensor row_ids = check_table_and_row_ids(contiguous_or_undefined(row_ids_opt),
+                                                 contiguous_or_undefined(offsets_opt),
+                                                 contiguous_or_undefined(syn_ids_opt), inputs.size(0),
+                                                 vocab_of(inputs, weight));
   const uint64_t useed = static_cast<uint64_t>(seed);
   const Options options{sample, temperature, disallow_correct, ignore_index, static_cast<uint32_t>(useed),
                         static_cast<uint32_t>(useed >> 32)};
@@ -251,9 +337,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_head_nati
     HeadCall<scalar_t> call;
     call.inputs = inputs.contiguous();
     call.weight = weight;
-    call.bias = contiguous_or_undefined(bias_opt);
+    call.bias = bias;
     call.labels = labels.contiguous();
-    call.row_ids = contiguous_or_undefined(row_ids_opt);
+    call.row_ids = row_ids.defined() ? row_ids.contiguous() : row_ids;
     call.offsets = contiguous_or_undefined(offsets_opt);
     call.syn_ids = contiguous_or_undefined(syn_ids_opt);
     call.options = options;
@@ -274,7 +360,10 @@ Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>
                                const Tensor& coef, bool want_inputs, bool want_weight, bool want_bias,
                                int64_t chunk_rows) {
   const Tensor weight = contiguous_or_undefined(weight_opt);
-  check_inputs(inputs, weight, labels);
+  const Tensor bias = contiguous_or_undefined(bias_opt);
+  check_inputs(inputs, weight, bias, labels);
+  check_rows("lse", lse, inputs.size(0));
+  check_rows("coef", coef, inputs.size(0));
   Grads out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_head_native_backward",
                                   [&] {
@@ -283,7 +372,7 @@ Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>
     HeadCall<scalar_t> call;
     call.inputs = inputs.contiguous();
     call.weight = weight;
-    call.bias = contiguous_or_undefined(bias_opt);
+    call.bias = bias;
     call.labels = labels.contiguous();
     call.options = Options{false, 1.0, false, std::numeric_limits<int64_t>::min(), 0u, 0u};
     call.backward = true;

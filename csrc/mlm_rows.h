@@ -1,5 +1,6 @@
 // The per-row loops of the fused head (csrc/mlm_head_cpu.cpp, its only includer): the softmax exponential,
-// Gumbel noise blocks, max / first-argmax, widening half rows, and row_pass, which runs them over one row.
+// Gumbel noise blocks, max / first-argmax, widening half rows, scaling a row into dz, and row_pass, which runs
+// them over one row.
 // Written once as inline templates, instantiated as multiversioned float functions (the hot path) and plain
 // double ones.
 #pragma once
@@ -73,7 +74,8 @@ void gumbel_block(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32_t k1, fl
 template <typename acc_t>
 struct RowResult {
   acc_t max = -std::numeric_limits<acc_t>::infinity();
-  acc_t sum = 0;
+  acc_t sum = 0;    // s = Σ_v e_v = other + e_gold
+  acc_t other = 0;  // Σ_{v != gold} e_v, summed apart: 1 - p(gold) = other / s without cancellation
   acc_t gold_logit = 0;
   int64_t prediction = 0;
 };
@@ -135,7 +137,23 @@ inline void noisy_scores(const double* z, double t, const float* g, double* out,
   noisy_scores_body(z, t, g, out, n);
 }
 
-// Widen a row of logits to the compute dtype and add the bias; narrow e back for the half GEMMs.
+// out <- in · scale, in the compute dtype or narrowed to half once: a row of dz = (coef/s)·e' (half inputs: the rows
+// the half GEMMs read; logits given: the rows of d inputs).
+template <typename T, typename Out>
+inline void scale_row_body(const T* in, T scale, Out* out, int64_t n) {
+#pragma omp simd
+  for (int64_t v = 0; v < n; ++v) out[v] = static_cast<Out>(in[v] * scale);
+}
+TNOPS_TARGET_CLONES void scale_row(const float* in, float s, float* out, int64_t n) { scale_row_body(in, s, out, n); }
+TNOPS_TARGET_CLONES void scale_row(const float* in, float s, at::BFloat16* out, int64_t n) {
+  scale_row_body(in, s, out, n);
+}
+TNOPS_TARGET_CLONES void scale_row(const float* in, float s, at::Half* out, int64_t n) {
+  scale_row_body(in, s, out, n);
+}
+inline void scale_row(const double* in, double s, double* out, int64_t n) { scale_row_body(in, s, out, n); }
+
+// Widen a row of logits to the compute dtype and add the bias.
 template <typename In, typename T>
 inline void widen_body(const In* in, const T* bias, T* out, int64_t n) {
   if (bias) {
@@ -146,21 +164,12 @@ inline void widen_body(const In* in, const T* bias, T* out, int64_t n) {
     for (int64_t v = 0; v < n; ++v) out[v] = static_cast<T>(in[v]);
   }
 }
-template <typename Out>
-inline void narrow_body(const float* in, Out* out, int64_t n) {
-#pragma omp simd
-  for (int64_t v = 0; v < n; ++v) out[v] = static_cast<Out>(in[v]);
-}
 TNOPS_TARGET_CLONES void widen(const float* in, const float* b, float* out, int64_t n) { widen_body(in, b, out, n); }
 TNOPS_TARGET_CLONES void widen(const at::BFloat16* in, const float* b, float* out, int64_t n) {
   widen_body(in, b, out, n);
 }
 TNOPS_TARGET_CLONES void widen(const at::Half* in, const float* b, float* out, int64_t n) { widen_body(in, b, out, n); }
 inline void widen(const double* in, const double* b, double* out, int64_t n) { widen_body(in, b, out, n); }
-TNOPS_TARGET_CLONES void narrow(const float* in, at::BFloat16* out, int64_t n) { narrow_body(in, out, n); }
-TNOPS_TARGET_CLONES void narrow(const float* in, at::Half* out, int64_t n) { narrow_body(in, out, n); }
-inline void narrow(const float*, float*, int64_t) {}   // float and double rows are computed in place
-inline void narrow(const double*, double*, int64_t) {}
 
 // Keep (best, best_id) the first index of the largest score seen so far (ties -> lowest id) over scores[0, n),
 // which hold vocabulary ids [offset, offset + n).
@@ -174,8 +183,20 @@ inline void best_of(const acc_t* scores, int64_t n, int64_t offset, acc_t& best,
   if (best_id < 0) { best = block_max; best_id = offset; }  // all NaN: the first id
 }
 
+// e = exp(z - shift) in place over z[0, V), the gold entry summed apart: returns Σ_{v != gold} e_v and sets
+// e_gold.  Summing the others on their own keeps 1 - p(gold) = other / s exact to rounding when p(gold) → 1.
+template <typename acc_t>
+inline acc_t exp_apart(acc_t* z, acc_t shift, int64_t vocab, int64_t gold, acc_t& e_gold) {
+  const acc_t z_gold = z[gold];
+  z[gold] = -std::numeric_limits<acc_t>::infinity();  // exp -> 0 in the vector pass
+  const acc_t other = exp_sum(z, shift, vocab);
+  e_gold = exp_nonpositive(z_gold - shift);  // the same operations as the vector pass (-ffp-contract=off)
+  z[gold] = e_gold;
+  return other;
+}
+
 // Pass over one row of logits z[0, V) (bias already added): max, prediction, gold logit; then e = exp(z - max)
-// in place and its sum.  `gold` is the row's label (a valid id).
+// in place, its sum and the sum of the other entries.  `gold` is the row's label, checked in [0, V).
 template <typename acc_t>
 RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_key, const Options& o, acc_t* noise) {
   RowResult<acc_t> res;
@@ -201,7 +222,9 @@ RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_ke
   if (o.disallow_correct) z[gold] = saved_gold;
   res.prediction = best_id < 0 ? 0 : best_id;
   if (m == -std::numeric_limits<acc_t>::infinity()) m = 0;  // an all -inf row: e = exp(-inf) = 0, lse = -inf
-  res.sum = exp_sum(z, m, vocab);
+  acc_t e_gold;
+  res.other = exp_apart(z, m, vocab, gold, e_gold);
+  res.sum = res.other + e_gold;
   return res;
 }
 

@@ -5,14 +5,14 @@ path) lives in the backend's own test file; everything a user can observe is che
 """
 import pytest
 import torch
-from backend_check import check_backend, make_inputs, rel_err, table_hitting_predictions
+from backend_check import check_backend, confident_inputs, make_inputs, rel_err, table_hitting_predictions
 
 import tnops
 from tnops import backends, reference
 
 BACKENDS = backends.available_backends()
-# Half precision: the torch backend everywhere; Triton only on a GPU (the interpreter computes float32 only).
-HALF = [b for b in BACKENDS if b == "torch" or (b == "triton" and torch.cuda.is_available())]
+# Half precision: the torch and native backends; Triton only on a GPU (the interpreter computes float32 only).
+HALF = [b for b in BACKENDS if b in ("torch", "native") or (b == "triton" and torch.cuda.is_available())]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -63,6 +63,18 @@ def test_half_precision_error_at_most_twice_plain_pytorch(backend_name, make_tab
         kw["synonyms"] = table_hitting_predictions(make_table, labels, first.predictions, 1000)
     _, grads = check_backend(backend_name, hidden, weight, b, labels, **kw)
     assert all(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("backend_name", HALF)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("sr_weight", [0.0, 0.5])
+def test_half_precision_confident_head(backend_name, dtype, sr_weight):
+    """A trained head (hidden ≈ c·W[gold], p(gold) → 1): the gradients are tiny differences of large terms, and a
+    kernel that rounds (e/s)·W and W[gold] to half before subtracting them is far off plain PyTorch."""
+    hidden, weight, b, labels = confident_inputs(63, 1000, 64, dtype)
+    out, grads = check_backend(backend_name, hidden, weight, b, labels, prediction="sample", seed=5,
+                               sr_weight=sr_weight)
+    assert out.mlm_loss.item() < 1e-3  # the head really is confident
 
 
 @pytest.mark.parametrize("n,vocab", [(1, 1000), (63, 1000), (8, 30522), (5, 7)])
