@@ -1,5 +1,5 @@
 // The schemas of every native op (one TORCH_LIBRARY block per namespace); the CPU kernels register
-// themselves beside their code (TORCH_LIBRARY_IMPL), the fake kernels in tnops/backends/native.py.
+// themselves beside their code (TORCH_LIBRARY_IMPL), the fake kernels in tnops/_native_loader.py.
 #include <pybind11/pybind11.h>
 #include <torch/library.h>
 

@@ -110,16 +110,62 @@ def test_no_compiler_falls_back_to_torch_with_one_warning(tmp_path):
     assert result["LOSS"] == reference["LOSS"]  # the torch backend computed it
 
 
+@pytest.fixture(scope="module")
+def jit_cache(tmp_path_factory):
+    """One JIT build directory for the module's JIT tests: the first builds csrc/ (~1-3 min), later ones reuse it."""
+    return tmp_path_factory.mktemp("tnops_native_jit")
+
+
 @pytest.mark.slow
-def test_jit_build_on_first_use(tmp_path):
+def test_jit_build_on_first_use(jit_cache):
     """Without the installed extension, the first use builds csrc/ with ninja into the cache and uses it."""
-    built = _python(CHECK, TNOPS_NATIVE="jit", TNOPS_NATIVE_CACHE=str(tmp_path))
+    built = _python(CHECK, TNOPS_NATIVE="jit", TNOPS_NATIVE_CACHE=str(jit_cache))
     result = _parse(built)
     assert result["REASON"] == "None" and result["CHOSEN"] == "native"
     assert "building the native CPU extension" in built.stderr
-    assert any(p.suffix == ".so" for p in tmp_path.iterdir())
+    assert any(p.suffix == ".so" for p in jit_cache.iterdir())
     prebuilt = _parse(_python(CHECK))
     assert result["LOSS"] == prebuilt["LOSS"]
+
+
+# --- one loader (tnops/_native_loader.py): the backend, the C++ Gumbel noise and the fakes all ask it ---------------
+LOADER_CHECK = """
+    import hashlib, sys, torch, tnops
+    from tnops import backends, random as tn_random
+    torch.manual_seed(0)
+    h, w, y = torch.randn(9, 8), torch.randn(20, 8), torch.randint(0, 20, (9,))
+    reason = backends.unavailable_reason("native")
+    default = tnops.linear_mlm_loss(h, w, y, prediction="sample", seed=1)
+    torch_path = tnops.linear_mlm_loss(h, w, y, prediction="sample", seed=1, backend="torch")  # random.gumbel
+    noise = tn_random.gumbel(2**63 + 7, torch.tensor([0, 5, 2**32 - 1]), 1000)
+    print("REASON", reason)
+    print("CHOSEN", backends.select(torch.device("cpu"), torch.float32))
+    print("GUMBEL", tn_random.native_gumbel() is not None)
+    print("INSTALLED", "tnops._native" in sys.modules)
+    print("SAME", torch.equal(default.predictions, torch_path.predictions))
+    print("NOISE", hashlib.sha256(noise.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_native_off_switches_every_cpp_op_off():
+    """TNOPS_NATIVE=off: the torch backend serves CPU tensors and the Gumbel noise comes from the torch ops, bit for
+    bit the C++ op's (tests/test_random.py)."""
+    off, auto = _parse(_python(LOADER_CHECK, TNOPS_NATIVE="off")), _parse(_python(LOADER_CHECK))
+    assert off["REASON"] == "TNOPS_NATIVE=off" and off["CHOSEN"] == "torch"
+    assert off["GUMBEL"] == "False" and off["INSTALLED"] == "False"
+    assert auto["REASON"] == "None" and auto["CHOSEN"] == "native" and auto["GUMBEL"] == "True"
+    assert off["SAME"] == auto["SAME"] == "True" and off["NOISE"] == auto["NOISE"]
+
+
+@pytest.mark.slow
+def test_native_jit_never_imports_the_installed_extension(jit_cache):
+    """TNOPS_NATIVE=jit with tnops/_native*.so installed: the Gumbel noise used to import the installed library
+    beside the JIT one, and the second TORCH_LIBRARY(tnops) aborted the process."""
+    result = _python(LOADER_CHECK, TNOPS_NATIVE="jit", TNOPS_NATIVE_CACHE=str(jit_cache))
+    jit, auto = _parse(result), _parse(_python(LOADER_CHECK))
+    assert jit["REASON"] == "None" and jit["CHOSEN"] == "native" and jit["GUMBEL"] == "True"
+    assert jit["INSTALLED"] == "False" and auto["INSTALLED"] == "True"
+    assert jit["SAME"] == "True" and jit["NOISE"] == auto["NOISE"]
 
 
 # --- index checks inside the C++ ops (issue 14): under torch.compile the Python checks are skipped ------------------

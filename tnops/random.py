@@ -122,15 +122,13 @@ def uniform(seed: int, rows: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Ten
 
 
 def native_gumbel():
-    """``torch.ops.tnops.gumbel_noise`` from the compiled extension (csrc/philox.cpp), or None when not built."""
+    """``torch.ops.tnops.gumbel_noise`` from the compiled extension (csrc/philox.cpp), or None when it is not
+    loaded.  The extension comes from ``tnops._native_loader``, the one loader (``TNOPS_NATIVE=auto|jit|off``)."""
     global _NATIVE
     if _NATIVE is None:
-        try:
-            import tnops._native  # noqa: F401  (registers torch.ops.tnops.*)
+        from tnops import _native_loader
 
-            _NATIVE = torch.ops.tnops.gumbel_noise
-        except (ImportError, OSError, AttributeError, RuntimeError):
-            _NATIVE = False
+        _NATIVE = torch.ops.tnops.gumbel_noise if _native_loader.load() is None else False
     return _NATIVE or None
 
 
