@@ -61,7 +61,8 @@ def sr_rows(embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Tensor, liv
     float64 tables).
     """
     _, _, dot, _, _, inv_norm, _ = _sr_terms(embedding, gold, pred, live)
-    return torch.where(live, 1.0 - dot * inv_norm, 0)
+    # pred == gold: exactly 0 (the float cosine of a vector with itself may round to 1 - 6e-8)
+    return torch.where(live & (gold != pred), 1.0 - dot * inv_norm, 0)
 
 
 def sr_rows_backward(embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Tensor, live: torch.Tensor,
@@ -73,7 +74,8 @@ def sr_rows_backward(embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Te
     their part (index_add, so gold == pred adds up).
     """
     a, b, dot, a_sq, b_sq, r, unclamped = _sr_terms(embedding, gold, pred, live)
-    c = torch.where(live, coef.to(a.dtype), 0)[:, None]
+    # pred == gold: cos(e, e) = 1 for every e, so the gradient is exactly 0 (not the rounding of two equal terms)
+    c = torch.where(live & (gold != pred), coef.to(a.dtype), 0)[:, None]
     r3_dot = torch.where(unclamped, dot * r**3, 0)[:, None]
     r = r[:, None]
     grad_a = -c * (r * b - r3_dot * b_sq[:, None] * a)

@@ -60,9 +60,9 @@ class TrueNegativeCrossEntropy(_MLMLossModule):
         self.sr_embedding = sr_embedding
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
-            bad = "logits" if not isinstance(logits, torch.Tensor) else "labels"
-            raise TypeError(f"{bad}: expected a torch.Tensor, got {type(logits if bad == 'logits' else labels).__name__}")
+        for name, value in (("logits", logits), ("labels", labels)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
         if logits.dim() > 2:  # nn.CrossEntropyLoss reads [N, C, d1, ...]: move the classes last for mlm_loss
             expected = (logits.shape[0], *logits.shape[2:])
             if tuple(labels.shape) != expected:

@@ -74,7 +74,8 @@ def sr_loss(embedding: torch.Tensor, gold_ids: torch.Tensor, pred_ids: torch.Ten
     gold = torch.where(valid, gold_ids, 0).long().reshape(-1)
     pred = torch.where(valid, pred_ids, 0).long().reshape(-1)
     dist = cosine_distance(select_rows(flat_valid, embedding[gold]), select_rows(flat_valid, embedding[pred]))
-    return reduce_rows(torch.where(flat_valid, dist, 0).reshape(gold_ids.shape), valid, reduction)
+    # r == y gives exactly 0 (DESIGN §1): cos(e, e) = 1 for every e, whatever its rounding
+    return reduce_rows(torch.where(flat_valid & (gold != pred), dist, 0).reshape(gold_ids.shape), valid, reduction)
 
 
 def select_rows(live: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -95,25 +95,37 @@ def forward_chunks(head: Head, labels, row_ids, table: CSRView | None, opts: MLM
         else:
             fixed = is_masked & (pred != gold) & table.is_synonym(gold, pred)
         kept = is_masked & ~fixed
-        row_loss[rows] = torch.where(kept, lse - z.gather(1, gold[:, None]).squeeze(1), 0)
+        z_gold = z.gather(1, gold[:, None]).squeeze(1)
+        dz, other = _softmax_minus_onehot(z, lse, gold, kept, 1.0)  # z is dz from here on
+        row_loss[rows] = torch.where(kept, _cross_entropy(lse, z_gold, other), 0)
         lse_all[rows] = lse
         predictions[rows] = torch.where(is_masked, pred, opts.ignore_index)
         corrected[rows] = fixed
         if any(want_grads):
-            dz = _softmax_minus_onehot(z, lse, gold, kept, 1.0)
             _accumulate(dz, x, rows, head, grad_input, grad_weight, grad_bias)
     return row_loss, lse_all, predictions, corrected, (grad_input, grad_weight, grad_bias)
 
 
 def _softmax_minus_onehot(z, lse, gold, live, row_scale):
-    """``(softmax(z) - onehot(gold)) * row_scale`` on ``live`` rows and exactly 0 elsewhere, in place on ``z``.
+    """``((softmax(z) - onehot(gold)) * row_scale, other)`` in place on ``z``, 0 on rows not ``live``.
 
-    Dead rows are selected out, not multiplied by 0, so a NaN or inf there cannot reach the gradients.
+    ``other = Σ_{v≠gold} softmax(z)_v`` is summed apart and the gold entry written as ``-other``: on a confident row
+    (p(gold) → 1) ``p_gold - 1`` would cancel to a few ulp of 1, while ``other`` keeps every digit.  Dead rows are
+    selected out, not multiplied by 0, so a NaN or inf there cannot reach the gradients.
     """
     dz = z.sub_(lse[:, None]).exp_()
-    dz.scatter_add_(1, gold[:, None], -torch.ones_like(lse)[:, None])
+    index = gold[:, None]
+    dz.scatter_(1, index, 0.0)
+    other = dz.sum(1)
+    dz.scatter_(1, index, -other[:, None])
     dz.mul_(row_scale[:, None] if isinstance(row_scale, torch.Tensor) else row_scale)
-    return dz.masked_fill_(~live[:, None], 0)
+    return dz.masked_fill_(~live[:, None], 0), other
+
+
+def _cross_entropy(lse, z_gold, other):
+    """``lse - z_gold``, or ``-log1p(-other)`` (the same value, ``other = 1 - p(gold)``) where that is the accurate
+    form: on confident rows ``lse - z_gold`` is a difference of two near-equal numbers."""
+    return torch.where(other < 0.5, -torch.log1p(-other), lse - z_gold)
 
 
 def _accumulate(dz, x, rows, head: Head, grad_input, grad_weight, grad_bias):
@@ -144,8 +156,8 @@ def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
         live = kept[rows]
         z, x = head.logits(rows, live)
         gold = torch.where(live, labels[rows], 0).long()
-        _accumulate(_softmax_minus_onehot(z, lse[rows], gold, live, grad_loss[rows].to(z.dtype)), x, rows, head,
-                    grad_input, grad_weight, grad_bias)
+        dz, _ = _softmax_minus_onehot(z, lse[rows], gold, live, grad_loss[rows].to(z.dtype))
+        _accumulate(dz, x, rows, head, grad_input, grad_weight, grad_bias)
     return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), out_dtypes)]
 
 
