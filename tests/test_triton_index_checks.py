@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_ops_triton import DEVICE, _poisoned_empty, inputs, pytestmark  # noqa: F401 (fixtures)
 
-from tnops.ops import mlm_head, mlm_head_kernels
+from tnops.ops import mlm_head, mlm_head_kernels, sr_kernels
 from tnops.ops.mlm_head import mlm_head_backward, mlm_head_forward, sr_backward
 
 # a device-side assert ends the CUDA context: on a GPU only the subprocess test at the end runs
@@ -25,13 +25,14 @@ in_process = pytest.mark.skipif(DEVICE == "cuda", reason="in-process index error
 V = 100
 LABELS = r"labels: expected ids in \[0, 100\) or ignore_index=-100"
 KERNELS = ("_mlm_fwd_kernel", "_mlm_combine_kernel", "_mlm_bwd_kernel", "_sr_bwd_kernel")
+HOME = {name: sr_kernels if name == "_sr_bwd_kernel" else mlm_head_kernels for name in KERNELS}  # their modules
 
 
 @pytest.fixture
 def only_kernel(monkeypatch):
     """``only_kernel(name)``: every other kernel of the launchers runs with a private error word of its own
     (``only_kernel(None)``: every kernel on the launcher's word again)."""
-    originals = {name: getattr(mlm_head_kernels, name) for name in KERNELS}
+    originals = {name: getattr(HOME[name], name) for name in KERNELS}
 
     class Private:
         def __init__(self, real):
@@ -46,7 +47,7 @@ def only_kernel(monkeypatch):
 
     def keep(name):
         for other, real in originals.items():
-            monkeypatch.setattr(mlm_head_kernels, other, real if name in (None, other) else Private(real))
+            monkeypatch.setattr(HOME[other], other, real if name in (None, other) else Private(real))
     return keep
 
 

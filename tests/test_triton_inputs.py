@@ -21,7 +21,7 @@ from test_ops_triton import (  # noqa: F401 (fixtures)
 import tnops
 from tnops import SynonymTable, backends
 from tnops import random as tn_random
-from tnops.ops import config, mlm_head_kernels, rtd_kernels
+from tnops.ops import config, mlm_head_kernels, rtd_kernels, sr_kernels
 from tnops.ops.mlm_head import mlm_head_backward, mlm_head_forward, sr_backward
 from tnops.ops.rtd import rtd_forward
 
@@ -212,7 +212,7 @@ def no_kernel_runs(monkeypatch):
             raise AssertionError("a kernel was launched")
 
     for module, name in ((mlm_head_kernels, "_mlm_fwd_kernel"), (mlm_head_kernels, "_mlm_combine_kernel"),
-                         (mlm_head_kernels, "_mlm_bwd_kernel"), (mlm_head_kernels, "_sr_bwd_kernel"),
+                         (mlm_head_kernels, "_mlm_bwd_kernel"), (sr_kernels, "_sr_bwd_kernel"),
                          (rtd_kernels, "_rtd_kernel")):
         monkeypatch.setattr(module, name, NoLaunch())
 

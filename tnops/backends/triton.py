@@ -17,7 +17,17 @@ from tnops.synonyms.csr import CSRView
 
 NAME = "triton"
 FUSES_GRADIENTS = False
-sr_aux_rows = 3  # the SR backward reuses the forward's (a·b, |a|², |b|²) per row
+sr_aux_rows = 4  # with SR: the forward's (a·b, |a|², |b|²) for the SR backward, then 1 - p(gold) (AUX_COMPLEMENT)
+AUX_COMPLEMENT = -1  # the row of sr_aux holding 1 - p(gold), the CE backward's exact gold entry
+# Without SR the custom op's fake (tnops/_ops.py) allocates no sr_aux rows, so 1 - p(gold) can reach the backward
+# only once it allocates ``aux_rows(False)`` of them; until then this stays False and, without SR, the backward
+# forms the gold entry as exp(z_gold - lse) - 1 (which cancels to 0 when p(gold) → 1).
+COMPLEMENT_WITHOUT_SR = False
+
+
+def aux_rows(has_sr: bool) -> int:
+    """Rows of the ``sr_aux`` that ``mlm_forward`` returns (the fake kernel must allocate as many)."""
+    return sr_aux_rows if has_sr else (1 if COMPLEMENT_WITHOUT_SR else 0)
 
 
 def unavailable() -> str | None:
@@ -45,7 +55,10 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
                            ignore_index=options.ignore_index, row_ids=row_ids)
     sr = sr_aux = None
     if sr_embedding is not None:
-        sr, sr_aux = out["sr"], torch.stack([out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"]])
+        sr = out["sr"]
+        sr_aux = torch.stack([out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"], out["gold_complement"]])
+    elif aux_rows(False):
+        sr_aux = out["gold_complement"][None]
     return MLMRows(out["loss"], out["lse"], out["predictions"], out["corrected"], sr, sr_aux)
 
 
@@ -55,8 +68,9 @@ def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predi
 
     grads = [None, None, None]
     if any(want[:3]):
-        grads = mlm_head_backward(inputs, weight, bias, labels, lse, ce_coef, want=want[:3],
-                                  ignore_index=options.ignore_index)
+        complement = sr_aux[AUX_COMPLEMENT] if sr_aux is not None else None
+        grads = mlm_head_backward(inputs, weight, bias, labels, lse, ce_coef, gold_complement=complement,
+                                  want=want[:3], ignore_index=options.ignore_index)
         grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, (inputs, weight, bias))]
     d_sr = None
     if want[3]:

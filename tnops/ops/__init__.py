@@ -4,6 +4,8 @@
 ``mlm_head_kernels.py`` / ``mlm_head.py``
     the fused LM head: logits tile by tile, MLM cross-entropy, argmax or Gumbel-max prediction, hard
     correction through the CSR synonym table, SR cosine; the backward that recomputes the logits.
+``sr_kernels.py``
+    the SR backward (its forward, the cosine terms, is part of the head's combine kernel).
 ``rtd_kernels.py`` / ``rtd.py``
     ELECTRA's replaced-token-detection BCE with the hard-correction label flip, loss and gradient in one pass.
 ``config.py``

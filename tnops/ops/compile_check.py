@@ -29,7 +29,7 @@ def _variants():
     """``(name, kernel, signature, constexprs, num_warps)`` of every kernel variant CI builds."""
     import torch
 
-    from tnops.ops import mlm_head_kernels, rtd_kernels
+    from tnops.ops import mlm_head_kernels, rtd_kernels, sr_kernels
     from tnops.ops.config import head_config
     from tnops.ops.mlm_head import SEARCH_STEPS
 
@@ -47,9 +47,9 @@ def _variants():
                      (False, False, False, False)]
     for dtype, (weight, bias, sample, disallow) in itertools.product(TYPES.values(), all_on_or_off):
         cfg = configs[dtype] if weight else logit_configs[dtype]
-        sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_sum_ptr="*fp32",
-                   part_gold_ptr="*fp32", part_best_ptr="*fp32", part_idx_ptr="*i32", seed="i64",
-                   temperature="fp32", ignore_index="i32", v_per_split="i32")
+        sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_other_ptr="*fp32",
+                   part_gold_ptr="*fp32", part_best_ptr="*fp32", part_idx_ptr="*i32",
+                   seed="i64", temperature="fp32", ignore_index="i32", v_per_split="i32")
         const = dict(HAS_WEIGHT=weight, HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample,
                      COUNT_TILES=False, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
@@ -59,9 +59,10 @@ def _variants():
             f"disallow={disallow}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps
     for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         cfg = configs[dtype]
-        sig = {n: "*fp32" for n in ("part_max_ptr", "part_sum_ptr", "part_gold_ptr", "part_best_ptr")}
+        sig = {n: "*fp32" for n in ("part_max_ptr", "part_other_ptr", "part_gold_ptr", "part_best_ptr")}
         sig.update({"part_idx_ptr": "*i32", "labels_ptr": "*i64", "offsets_ptr": "*i32", "syn_ids_ptr": "*i32",
-                    "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "loss_ptr": "*fp32", "pred_ptr": "*i64",
+                    "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "loss_ptr": "*fp32",
+                    "complement_ptr": "*fp32", "pred_ptr": "*i64",
                     "corrected_ptr": "*i8", "sr_ptr": "*fp32", "sr_dot_ptr": "*fp32", "sr_gold_sq_ptr": "*fp32",
                     "sr_pred_sq_ptr": "*fp32", "flags_ptr": "*i32", "N": "i32", "V": "i32", "NNZ": "i32",
                     "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
@@ -73,11 +74,12 @@ def _variants():
     backward = [("fp32", True), ("bf16", True), ("fp16", False)] + [(dtype, None) for dtype in TYPES.values()]
     for dtype, bias in backward:  # bias None: given logits, d_logits in their dtype
         cfg = configs[dtype] if bias is not None else logit_configs[dtype]
-        sig = dict(head_args(dtype), lse_ptr="*fp32", coef_ptr="*fp32", dh_ptr="*fp32" if bias is not None else
-                   f"*{dtype}", dw_ptr="*fp32", db_ptr="*fp32", ignore_index="i32")
-        const = dict(HAS_WEIGHT=bias is not None, HAS_BIAS=bool(bias), WANT_DH=True, WANT_DW=bias is not None,
-                     WANT_DB=bool(bias), COUNT_TILES=False, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v,
-                     BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
+        sig = dict(head_args(dtype), lse_ptr="*fp32", complement_ptr="*fp32", coef_ptr="*fp32",
+                   dh_ptr="*fp32" if bias is not None else f"*{dtype}", dw_ptr="*fp32", db_ptr="*fp32",
+                   ignore_index="i32")
+        const = dict(HAS_WEIGHT=bias is not None, HAS_BIAS=bool(bias), HAS_COMPLEMENT=True, WANT_DH=True,
+                     WANT_DW=bias is not None, WANT_DB=bool(bias), COUNT_TILES=False, BLOCK_N=cfg.bwd_block_n,
+                     BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         if bias is None:
             sig = dict(sig, stride_hn="i32 unaligned")
@@ -90,7 +92,7 @@ def _variants():
                "flags_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32",
                "ignore_index": "i32", "cos_eps_sq": "fp32"}
         const = dict(BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
-        yield f"_sr_bwd_kernel[{dtype}]", mlm_head_kernels._sr_bwd_kernel, sig, const, 4
+        yield f"_sr_bwd_kernel[{dtype}]", sr_kernels._sr_bwd_kernel, sig, const, 4
     for dtype, (mask, corrected) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         sig = {"logits_ptr": f"*{dtype}", "corrupted_ptr": "*i64", "original_ptr": "*i64", "mask_ptr": "*i64",
                "corrected_ptr": "*u8", "loss_ptr": "*fp32", "grad_ptr": "*fp32", "N": "i32"}

@@ -1,7 +1,8 @@
 """Fused LM head + MLM cross-entropy + hard correction + Gumbel-max sampling + SR cosine: the launchers of the
 kernels in ``mlm_head_kernels.py``.
 
-``mlm_head_forward`` returns per-row values (CE, log-sum-exp, prediction, corrected, SR and its cosine terms);
+``mlm_head_forward`` returns per-row values (CE, log-sum-exp, ``1 - p(gold)``, prediction, corrected, SR and its
+cosine terms);
 ``mlm_head_backward`` and ``sr_backward`` turn per-row coefficients into gradients.  ``tnops::mlm_head``
 (``tnops/_ops.py``, through ``tnops/backends/triton.py``) is their one caller in production; the reduction (mean
 over kept rows, sum, none) is done there with ordinary tensor ops, so nothing here synchronises with the host.
@@ -27,6 +28,7 @@ import triton
 
 from tnops.losses import COSINE_EPS
 from tnops.ops import mlm_head_kernels as kernels
+from tnops.ops import sr_kernels
 from tnops.ops.config import check_inputs, head_config
 
 SEARCH_STEPS = 32  # binary-search steps over one CSR row: enough for any row of < 2^32 synonyms
@@ -124,8 +126,9 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         config: a ``HeadConfig`` (None: heuristic).
         tile_counter: int32 ``[1]`` or None; tests pass one to count the programs that did work.
     Returns:
-        dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), predictions (int64), corrected (bool),
-        and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
+        dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), gold_complement (fp32 ``1 - p(gold)`` summed
+        over the other ids, 0 on unmasked rows: ``mlm_head_backward``'s exact gold entry), predictions (int64),
+        corrected (bool), and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
     Raises:
         ValueError (CPU) / a device-side assert (CUDA): labels, row ids or the CSR table out of range.
     """
@@ -144,7 +147,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     splits = triton.cdiv(vocab, v_per_split)
     dev = hidden.device
     flags = _new_flags(dev)
-    part = [torch.empty((splits, n), dtype=torch.float32, device=dev) for _ in range(4)]
+    part = [torch.empty((splits, n), dtype=torch.float32, device=dev) for _ in range(4)]  # max, other, gold, best
     part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
     grid = (triton.cdiv(n, cfg.block_n), splits)
     w, (stride_wv, stride_we) = (weight, weight.stride()) if has_weight else (hidden, (0, 0))
@@ -158,7 +161,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None,
         BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
         DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss")}
+    out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss", "gold_complement")}
     out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
     corrected = torch.empty(n, dtype=torch.int8, device=dev)
     has_sr = sr_embedding is not None
@@ -169,9 +172,9 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     nnz = syn_ids.shape[0] if has_table else 0
     kernels._mlm_combine_kernel[(triton.cdiv(n, cfg.row_block_n),)](
         *part, part_idx, labels, offsets if has_table else labels, syn_ids if has_table else labels, emb,
-        out["lse"], out["loss"], out["predictions"], corrected, out["sr"], out["sr_dot"], out["sr_gold_sq"],
-        out["sr_pred_sq"], flags, n, vocab, nnz, splits, sr_width, emb.stride(0), emb.stride(1), ignore_index,
-        COSINE_EPS**2, HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=has_sr,
+        out["lse"], out["loss"], out["gold_complement"], out["predictions"], corrected, out["sr"], out["sr_dot"],
+        out["sr_gold_sq"], out["sr_pred_sq"], flags, n, vocab, nnz, splits, sr_width, emb.stride(0), emb.stride(1),
+        ignore_index, COSINE_EPS**2, HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=has_sr,
         BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
     raise_flagged(flags, _messages(vocab, ignore_index, nnz),
                   (kernels.BAD_ORDER, kernels.BAD_LABELS) + ((kernels.BAD_ROW_IDS,) if row_ids is not None else ())
@@ -180,13 +183,15 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     return out
 
 
-def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, True, True), ignore_index=-100,
-                      config=None, tile_counter=None):
+def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complement=None, want=(True, True, True),
+                      ignore_index=-100, config=None, tile_counter=None):
     """Gradients of ``Σ coef[row] · (lse - z_gold)`` w.r.t. hidden, weight, bias (fp32 accumulators).
 
     Args:
         hidden ``[N, E]``, weight ``[V, E]``, bias ``[V]`` or None, labels int64 ``[N]``, lse fp32 ``[N]``,
         coef fp32 ``[N]`` (0 for rows without gradient; rows labelled ``ignore_index`` get none either);
+        gold_complement: fp32 ``[N]`` ``1 - p(gold)`` from ``mlm_head_forward``, or None: the gold entry of ``dz``
+        is then ``exp(z_gold - lse) - 1``, which cancels to 0 on a confident row (p(gold) → 1);
         want: which of (dh, dW, db) to compute; tile_counter: as in ``mlm_head_forward`` (counts tiles that did
         work).  ``weight=None``: ``hidden`` is the ``[N, V]`` logits and ``dh`` is ``d_logits``.
     Returns:
@@ -196,11 +201,12 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
         ValueError (CPU) / a device-side assert (CUDA): a label with a gradient outside ``[0, V)``.
     """
     _check_head(hidden, weight, bias)
-    bias, labels, lse, coef = map(_flat, (bias, labels, lse, coef))
+    bias, labels, lse, coef, gold_complement = map(_flat, (bias, labels, lse, coef, gold_complement))
     n = hidden.shape[0]
     has_weight = weight is not None
     vocab, width = (weight.shape[0], hidden.shape[1]) if has_weight else (hidden.shape[1], 16)
-    _check_lengths(labels=(labels, n), lse=(lse, n), coef=(coef, n), bias=(bias, vocab))
+    _check_lengths(labels=(labels, n), lse=(lse, n), coef=(coef, n), bias=(bias, vocab),
+                   gold_complement=(gold_complement, n))
     cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype, logits=not has_weight)
     want_dh, want_dw, want_db = want[0], want[1] and has_weight, want[2] and bias is not None
     dev = hidden.device
@@ -216,11 +222,13 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, want=(True, Tr
         dummy = lse
         w, (stride_wv, stride_we) = (weight, weight.stride()) if has_weight else (hidden, (0, 0))
         kernels._mlm_bwd_kernel[grid](
-            hidden, w, bias if bias is not None else hidden, labels, rows_first(coef != 0), lse, coef,
+            hidden, w, bias if bias is not None else hidden, labels, rows_first(coef != 0), lse,
+            gold_complement if gold_complement is not None else lse, coef,
             dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
             tile_counter if tile_counter is not None else lse, flags,
             n, vocab, width, hidden.stride(0), hidden.stride(1), stride_wv, stride_we, ignore_index,
-            HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
+            HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, HAS_COMPLEMENT=gold_complement is not None,
+            WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
             COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v,
             BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
             DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages)
@@ -244,7 +252,7 @@ def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, 
     cfg = config or head_config(n, vocab, width, sr_embedding.device, sr_embedding.dtype)
     demb = torch.zeros((vocab, width), dtype=torch.float32, device=sr_embedding.device)
     flags = _new_flags(sr_embedding.device)
-    kernels._sr_bwd_kernel[(triton.cdiv(n, cfg.row_block_n),)](
+    sr_kernels._sr_bwd_kernel[(triton.cdiv(n, cfg.row_block_n),)](
         sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, demb, flags, n, vocab, width,
         sr_embedding.stride(0), sr_embedding.stride(1), ignore_index, COSINE_EPS**2,
         BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)

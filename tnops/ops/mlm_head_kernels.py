@@ -2,11 +2,14 @@
 kernels.  Their launchers (argument preparation, tiles, grids) are in ``mlm_head.py``.
 
 What is fused: ``logits = hidden @ weight.T + bias`` is formed tile by tile in registers and never written
-out.  Forward, one tiled pass over the vocabulary keeps per row the running max, sum-exp, gold logit
-and the best (arg)max of ``z`` or of ``z / T + gumbel`` (Philox keyed by (seed, row, vocab id), shared with
-``tnops.random``).  The vocabulary is split over several programs per row block; a small combine kernel
+out.  Forward, one tiled pass over the vocabulary keeps per row the running max, the sum-exp of the non-gold
+ids, the gold logit and the best (arg)max of ``z`` or of ``z / T + gumbel`` (Philox keyed by (seed, row, vocab
+id), shared with ``tnops.random``).  The vocabulary is split over several programs per row block; a small combine kernel
 merges the partial rows, looks the prediction up in the CSR synonym table (binary search), writes
 the per-row loss, and computes the SR cosine between the embedding rows of gold and prediction.
+Confident rows (p(gold) → 1, a trained head) stay exact in fp32: the forward sums ``exp`` over the non-gold ids
+apart, so the CE is ``log1p`` of that sum and ``1 - p(gold)`` (the backward's gold entry) a quotient, neither the
+difference of near-equal numbers (``lse - z_gold``, ``p - 1``); SR is exactly 0 where the prediction is gold.
 Backward recomputes each ``[BLOCK_N, BLOCK_V]`` logit tile, forms ``(softmax - onehot) * coef`` and
 accumulates ``dh`` and ``dW`` with relaxed fp32 atomics (``red.global``).  Rows are visited through a
 permutation that puts masked rows first (in backward: rows with a gradient), so ignored and corrected rows,
@@ -118,7 +121,7 @@ def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, s
 
 @triton.jit
 def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
-                    part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, tiles_ptr, flags_ptr,
+                    part_max_ptr, part_other_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, tiles_ptr, flags_ptr,
                     N, V, E, stride_hn, stride_he, stride_wv, stride_we,
                     seed, temperature, ignore_index, v_per_split,
                     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr,
@@ -128,8 +131,10 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
 
     The block's rows are ``order[pid_n·BLOCK_N : (pid_n+1)·BLOCK_N]``: the launcher puts masked rows first,
     so unmasked rows, wherever they sit in the batch, fill whole blocks that return at once.
-    Writes ``[split, row]`` entries: ``max_v z``, ``Σ exp(z - max)``, ``z[gold]`` (0 if gold is outside the
-    slice), the best score (``z`` or ``z / T + g``, gold excluded under DISALLOW) and its id (lowest on ties).
+    Writes ``[split, row]`` entries: ``max_v z``, ``Σ_{v != gold} exp(z_v - max)`` (the gold term is left out, so
+    ``1 - p(gold)`` never comes from a subtraction; the combine adds it back from ``z[gold]``), ``z[gold]`` (0 if
+    gold is outside the slice), the best score (``z`` or ``z / T + g``, gold excluded under DISALLOW) and its id
+    (lowest on ties).
     ``COUNT_TILES`` (tests): add 1 to ``tiles_ptr`` per program that does any work.  Flags: rows of ``order``
     outside ``[0, N)``, masked labels outside ``[0, V)``, row ids outside ``[0, 2^32)`` (those rows are skipped).
     """
@@ -139,7 +144,7 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
     gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
     active = _check_ids(flags_ptr, gold, row_ok & (gold != ignore_index), V, BAD_LABELS)
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
-    run_sum = tl.zeros((BLOCK_N,), tl.float32)
+    run_other = tl.zeros((BLOCK_N,), tl.float32)
     gold_logit = tl.zeros((BLOCK_N,), tl.float32)
     best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     best_idx = tl.zeros((BLOCK_N,), tl.int32)
@@ -163,16 +168,15 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
             # a row whose logits so far are all -inf (masked vocabulary) adds 0, not exp(-inf + inf) = NaN
             shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-            run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(z - shift[:, None]), axis=1)
-            run_max = new_max
             is_gold = cols[None, :] == gold[:, None]
             gold_logit += tl.sum(tl.where(is_gold, z, 0.0), axis=1)
-            score = z
-            if SAMPLE:
-                score = tl.div_rn(z, temperature) + _gumbel_tile(seed, row_keys, v0, BLOCK_V)
+            z_other = tl.where(is_gold, float("-inf"), z)  # the non-gold logits: their sum-exp, DISALLOW's scores
+            run_other = run_other * tl.exp(run_max - shift) + tl.sum(tl.exp(z_other - shift[:, None]), axis=1)
+            run_max = new_max
+            score = z_other if DISALLOW else z
+            if SAMPLE:  # -inf / T + g is -inf: the gold id stays out under DISALLOW
+                score = tl.div_rn(score, temperature) + _gumbel_tile(seed, row_keys, v0, BLOCK_V)
                 score = tl.where(col_ok[None, :], score, float("-inf"))
-            if DISALLOW:
-                score = tl.where(is_gold, float("-inf"), score)
             tile_best = tl.max(score, axis=1)
             tile_idx = tl.argmax(score, axis=1, tie_break_left=True).to(tl.int32) + v0
             better = tile_best > best
@@ -180,7 +184,7 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr,
             best_idx = tl.where(better, tile_idx, best_idx)
     out = split * N + rows
     tl.store(part_max_ptr + out, run_max, mask=row_ok)
-    tl.store(part_sum_ptr + out, run_sum, mask=row_ok)
+    tl.store(part_other_ptr + out, run_other, mask=row_ok)
     tl.store(part_gold_ptr + out, gold_logit, mask=row_ok)
     tl.store(part_best_ptr + out, best, mask=row_ok)
     tl.store(part_idx_ptr + out, best_idx, mask=row_ok)
@@ -198,17 +202,41 @@ def _embedding_rows(emb_ptr, gold, pred, active, ks, E, stride_ev, stride_ee):
 
 
 @triton.jit
-def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr, labels_ptr,
-                        offsets_ptr, syn_ids_ptr, emb_ptr,
-                        lse_ptr, loss_ptr, pred_ptr, corrected_ptr, sr_ptr, sr_dot_ptr, sr_gold_sq_ptr, sr_pred_sq_ptr,
-                        flags_ptr, N, V, NNZ, SPLITS, E_SR, stride_ev, stride_ee, ignore_index, cos_eps_sq,
+def _log1p_below_one(x):
+    """``log(1 + x)`` for ``0 <= x < 1`` to fp32 rounding, from no ``log`` at all (a GPU's fast ``log`` has an
+    absolute, not relative, error near 1): ``2 atanh(t)``, ``t = x / (2 + x) < 1/3``, its series to ``t¹⁷``
+    (what is left is below ``t¹⁸ / 19 < 2e-10`` relative)."""
+    t = x / (2.0 + x)
+    s = t * t
+    poly = 1.0 / 17.0
+    poly = poly * s + 1.0 / 15.0
+    poly = poly * s + 1.0 / 13.0
+    poly = poly * s + 1.0 / 11.0
+    poly = poly * s + 1.0 / 9.0
+    poly = poly * s + 1.0 / 7.0
+    poly = poly * s + 1.0 / 5.0
+    poly = poly * s + 1.0 / 3.0
+    poly = poly * s + 1.0
+    return 2.0 * t * poly
+
+
+@triton.jit
+def _mlm_combine_kernel(part_max_ptr, part_other_ptr, part_gold_ptr, part_best_ptr, part_idx_ptr,
+                        labels_ptr, offsets_ptr, syn_ids_ptr, emb_ptr, lse_ptr, loss_ptr, complement_ptr, pred_ptr,
+                        corrected_ptr, sr_ptr, sr_dot_ptr, sr_gold_sq_ptr, sr_pred_sq_ptr, flags_ptr, N, V, NNZ,
+                        SPLITS, E_SR, stride_ev, stride_ee, ignore_index, cos_eps_sq,
                         HAS_TABLE: tl.constexpr, SEARCH_STEPS: tl.constexpr, HAS_SR: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
     """Merge the partial rows; prediction, hard correction (CSR binary search), CE per row, SR cosine.
 
-    ``lse = M + log Σ_s sum_s · exp(max_s - M)``; the best over splits is taken in split order with a strict
-    ``>`` so ties keep the lowest id.  A row is corrected when ``pred != gold`` and ``pred`` is in
-    ``syn_ids[offsets[gold] : offsets[gold + 1]]`` (sorted).  SR: ``1 - dot / sqrt(max(|a|²|b|², eps²))``.
+    ``lse = M + log(other + exp(z_gold - M))`` with ``other = Σ_s other_s · exp(max_s - M)``, the non-gold sum;
+    the best over splits is taken in split order with a strict ``>`` so ties keep the lowest id.  A row is
+    corrected when ``pred != gold`` and ``pred`` is in ``syn_ids[offsets[gold] : offsets[gold + 1]]`` (sorted).
+    SR: ``1 - dot / sqrt(max(|a|²|b|², eps²))``, exactly 0 when ``pred == gold``.
+
+    Confident rows (p(gold) → 1, CE far below fp32's epsilon relative to lse): ``complement = other / total
+    = 1 - p(gold)`` (no subtraction; the backward's gold entry) and, where ``p(gold) > 1/2`` (then gold is the
+    row max and ``x = other · exp(M - z_gold) < 1``), ``CE = log1p(x)`` instead of ``lse - z_gold``.
     Flags: masked labels outside ``[0, V)``; a CSR row outside ``0 <= offsets[g] <= offsets[g + 1] <= NNZ``
     (searched as empty); synonym ids met by the search outside ``[0, V)``.
     """
@@ -221,20 +249,21 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
     for s in range(SPLITS):
         run_max = tl.maximum(run_max, tl.load(part_max_ptr + s * N + rows, mask=row_ok, other=float("-inf")))
     safe_max = tl.where(run_max == float("-inf"), 0.0, run_max)
-    total = tl.zeros((BLOCK_N,), tl.float32)
+    other = tl.zeros((BLOCK_N,), tl.float32)
     gold_logit = tl.zeros((BLOCK_N,), tl.float32)
     best = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     best_idx = tl.zeros((BLOCK_N,), tl.int32)
     for s in range(SPLITS):
         part = s * N + rows
         m = tl.load(part_max_ptr + part, mask=row_ok, other=float("-inf"))
-        total += tl.load(part_sum_ptr + part, mask=row_ok, other=0.0) * tl.exp(m - safe_max)
+        other += tl.load(part_other_ptr + part, mask=row_ok, other=0.0) * tl.exp(m - safe_max)
         gold_logit += tl.load(part_gold_ptr + part, mask=row_ok, other=0.0)
         b = tl.load(part_best_ptr + part, mask=row_ok, other=float("-inf"))
         i = tl.load(part_idx_ptr + part, mask=row_ok, other=0)
         better = b > best
         best = tl.where(better, b, best)
         best_idx = tl.where(better, i, best_idx)
+    total = other + tl.exp(gold_logit - safe_max)  # gold lies in one split: its part_gold is z_gold, the others 0
     lse = safe_max + tl.log(tl.where(active, total, 1.0))
     # the forward kernel's ids lie in [0, V); clamped all the same, as a row it skipped has none
     pred = tl.minimum(tl.maximum(tl.where(active, best_idx, 0), 0), V - 1)
@@ -262,7 +291,11 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
         corrected = active & (pred != gold) & found
     kept = active & ~corrected
     tl.store(lse_ptr + rows, lse, mask=row_ok)
-    tl.store(loss_ptr + rows, tl.where(kept, lse - gold_logit, 0.0), mask=row_ok)
+    confident = other + other < total  # p(gold) > 1/2: gold is the row max, x < 1
+    x = other * tl.exp(tl.where(confident, safe_max - gold_logit, 0.0))
+    ce = tl.where(confident, _log1p_below_one(x), lse - gold_logit)
+    tl.store(loss_ptr + rows, tl.where(kept, ce, 0.0), mask=row_ok)
+    tl.store(complement_ptr + rows, tl.where(active, other / tl.where(active, total, 1.0), 0.0), mask=row_ok)
     tl.store(pred_ptr + rows, tl.where(active, pred, ignore_index).to(tl.int64), mask=row_ok)
     tl.store(corrected_ptr + rows, corrected.to(tl.int8), mask=row_ok)
     if HAS_SR:
@@ -276,37 +309,49 @@ def _mlm_combine_kernel(part_max_ptr, part_sum_ptr, part_gold_ptr, part_best_ptr
             gold_sq += tl.sum(a * a, axis=1)
             pred_sq += tl.sum(b * b, axis=1)
         inv_norm = 1.0 / tl.sqrt_rn(tl.maximum(gold_sq * pred_sq, cos_eps_sq))
-        tl.store(sr_ptr + rows, tl.where(active, 1.0 - dot * inv_norm, 0.0), mask=row_ok)
+        # pred == gold: 1 - cos(e, e) is 0 exactly (fp32 rounding would leave ~1e-7)
+        tl.store(sr_ptr + rows, tl.where(active & (pred != gold), 1.0 - dot * inv_norm, 0.0), mask=row_ok)
         tl.store(sr_dot_ptr + rows, dot, mask=row_ok)
         tl.store(sr_gold_sq_ptr + rows, gold_sq, mask=row_ok)
         tl.store(sr_pred_sq_ptr + rows, pred_sq, mask=row_ok)
 
 
 @triton.jit
-def _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, flags_ptr, rows, live, coef, cols, col_ok, V, E, stride_hn,
-             stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-             BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr, rows, live, coef, cols, col_ok, V,
+             E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT: tl.constexpr,
+             HAS_BIAS: tl.constexpr, HAS_COMPLEMENT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
+             BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """``(dz, live)``: the fp32 ``[BLOCK_N, BLOCK_V]`` tile of ``(softmax - onehot(gold)) · coef`` (0 off ``live``),
-    and ``live`` less the rows whose label is ``ignore_index`` or out of ``[0, V)`` (flagged)."""
+    and ``live`` less the rows whose label is ``ignore_index`` or out of ``[0, V)`` (flagged).
+
+    ``HAS_COMPLEMENT``: the gold entry is ``-complement · coef`` with the forward's ``complement = 1 - p(gold)``
+    (summed over the other ids, exact when p(gold) → 1, where ``exp(z_gold - lse) - 1`` cancels to 0)."""
     gold = tl.load(labels_ptr + rows, mask=live, other=ignore_index)
     live = _check_ids(flags_ptr, gold, live & (gold != ignore_index), V, BAD_LABELS)
     lse = tl.load(lse_ptr + rows, mask=live, other=0.0)
     z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, live, col_ok, E, stride_hn, stride_he,
                     stride_wv, stride_we, HAS_WEIGHT, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
     p = tl.exp(z - lse[:, None])
-    dz = (p - (cols[None, :] == gold[:, None]).to(tl.float32)) * coef[:, None]
+    is_gold = cols[None, :] == gold[:, None]
+    if HAS_COMPLEMENT:
+        complement = tl.load(complement_ptr + rows, mask=live, other=0.0)
+        dz = tl.where(is_gold, -complement[:, None], p) * coef[:, None]
+    else:
+        dz = (p - is_gold.to(tl.float32)) * coef[:, None]
     return tl.where(live[:, None] & col_ok[None, :], dz, 0.0), live
 
 
 @triton.jit
-def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_ptr, dh_ptr, dw_ptr, db_ptr,
-                    tiles_ptr, flags_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index,
-                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_DH: tl.constexpr, WANT_DW: tl.constexpr,
-                    WANT_DB: tl.constexpr, COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
-                    BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, complement_ptr, coef_ptr, dh_ptr, dw_ptr,
+                    db_ptr, tiles_ptr, flags_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index,
+                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_COMPLEMENT: tl.constexpr,
+                    WANT_DH: tl.constexpr, WANT_DW: tl.constexpr, WANT_DB: tl.constexpr, COUNT_TILES: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr):
     """Gradient of ``Σ_rows coef · (lse - z_gold)`` for one ``[BLOCK_N, BLOCK_V]`` tile.
 
-    ``dz = (exp(z - lse) - onehot(gold)) · coef``; ``dh += dz @ W[tile]``, ``dW[tile] += dzᵀ @ h``,
+    ``dz = (exp(z - lse) - onehot(gold)) · coef`` (gold entry ``-complement · coef``: see ``_dz_tile``);
+    ``dh += dz @ W[tile]``, ``dW[tile] += dzᵀ @ h``,
     ``db[tile] += Σ_rows dz``, all fp32 atomics.  ``coef`` is 0 on ignored and corrected rows; the rows of
     a block are ``order[...]`` with the ``coef != 0`` rows first, so such rows fill whole blocks, and a tile
     whose rows all have ``coef == 0`` returns before touching memory (``COUNT_TILES``: as in the forward).
@@ -333,9 +378,9 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_pt
     if not HAS_WEIGHT:  # WANT_DH: the launcher runs this variant only for d_logits
         cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         col_ok = cols < V
-        dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, flags_ptr, rows, live, coef, cols, col_ok, V,
-                            E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT, HAS_BIAS,
-                            BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
+        dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr, rows, live, coef,
+                            cols, col_ok, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT,
+                            HAS_BIAS, HAS_COMPLEMENT, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
         tl.store(dh_ptr + rows.to(tl.int64)[:, None] * V + cols[None, :], dz.to(dh_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & col_ok[None, :])
     else:
@@ -344,9 +389,9 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_pt
                 tl.atomic_add(tiles_ptr, 1)
             cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
             col_ok = cols < V
-            dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, flags_ptr, rows, live, coef, cols, col_ok,
-                                V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT,
-                                HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
+            dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr, rows, live,
+                                coef, cols, col_ok, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index,
+                                HAS_WEIGHT, HAS_BIAS, HAS_COMPLEMENT, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
             if WANT_DB:
                 # relaxed: plain fire-and-forget reductions (red.global); the default acq_rel would fence each one
                 tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok, sem="relaxed")
@@ -368,41 +413,3 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, coef_pt
                     dw = tl.dot(tl.trans(dz_in), h, input_precision=DOT_PRECISION)
                     tl.atomic_add(dw_ptr + cols64 * E + ks[None, :], dw, mask=col_ok[:, None] & k_ok[None, :],
                                   sem="relaxed")
-
-
-@triton.jit
-def _sr_bwd_kernel(emb_ptr, labels_ptr, pred_ptr, coef_ptr, dot_ptr, gold_sq_ptr, pred_sq_ptr, demb_ptr, flags_ptr,
-                   N, V, E, stride_ev, stride_ee, ignore_index, cos_eps_sq,
-                   BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr):
-    """Scatter-add the SR gradient into the embedding rows of gold (a) and prediction (b).
-
-    ``d(1 - cos)/da = -coef · (b·r - dot·r³·|b|²·a)`` with ``r = 1/sqrt(max(|a|²|b|², eps²))`` (the r³ term
-    vanishes where the clamp is active), symmetrically for b.  Flags: on rows with a gold id and a gradient,
-    labels or predictions outside ``[0, V)`` (those rows are skipped).
-    """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < N
-    gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    coef = tl.load(coef_ptr + rows, mask=row_ok, other=0.0)
-    active = row_ok & (gold != ignore_index) & (coef != 0.0)
-    if tl.max(active.to(tl.int32), axis=0) > 0:
-        pred = tl.load(pred_ptr + rows, mask=active, other=0)
-        active = _check_ids(flags_ptr, gold, active, V, BAD_LABELS)
-        active = _check_ids(flags_ptr, pred, active, V, BAD_PREDICTIONS)
-        pred = tl.where(active, pred, 0)
-        safe_gold = tl.where(active, gold, 0)
-        dot = tl.load(dot_ptr + rows, mask=active, other=0.0)
-        a_sq = tl.load(gold_sq_ptr + rows, mask=active, other=1.0)
-        b_sq = tl.load(pred_sq_ptr + rows, mask=active, other=1.0)
-        prod = a_sq * b_sq
-        r = 1.0 / tl.sqrt_rn(tl.maximum(prod, cos_eps_sq))
-        r3 = tl.where(prod > cos_eps_sq, r * r * r, 0.0)
-        for e0 in range(0, E, BLOCK_E):
-            ks = e0 + tl.arange(0, BLOCK_E)
-            a, b, m2 = _embedding_rows(emb_ptr, safe_gold, pred, active, ks, E, stride_ev, stride_ee)
-            da = -coef[:, None] * (b * r[:, None] - (dot * r3 * b_sq)[:, None] * a)
-            db = -coef[:, None] * (a * r[:, None] - (dot * r3 * a_sq)[:, None] * b)
-            tl.atomic_add(demb_ptr + safe_gold.to(tl.int64)[:, None] * E + ks[None, :], da, mask=m2,
-                          sem="relaxed")
-            tl.atomic_add(demb_ptr + pred.to(tl.int64)[:, None] * E + ks[None, :], db, mask=m2, sem="relaxed")
