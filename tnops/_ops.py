@@ -105,8 +105,11 @@ def _(inputs, weight, bias, labels, row_ids, syn_offsets, syn_ids, syn_keys, sr_
         inputs.new_empty((n,), dtype=losses.compute_dtype(sr_embedding.dtype))
     want = (want_inputs, want_weight and weight is not None, want_bias and bias is not None)
     fused = fuses(backend, want)
-    aux_rows = backends.get(backend).sr_aux_rows if sr_embedding is not None and hasattr(
-        backends.get(backend), "sr_aux_rows") else 0
+    module = backends.get(backend)
+    if hasattr(module, "aux_rows"):  # per-row statistics the backend hands its backward, with or without SR
+        aux_rows = module.aux_rows(sr_embedding is not None)
+    else:
+        aux_rows = getattr(module, "sr_aux_rows", 0) if sr_embedding is not None else 0
     grads = [torch.empty_like(t) if fused and w else _empty(inputs) for t, w in zip((inputs, weight, bias), want)]
     return (rows, rows.new_empty(()), rows.clone(), labels.new_empty((n,), dtype=torch.int64),
             labels.new_empty((n,), dtype=torch.bool),

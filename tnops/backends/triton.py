@@ -19,15 +19,9 @@ NAME = "triton"
 FUSES_GRADIENTS = False
 sr_aux_rows = 4  # with SR: the forward's (a·b, |a|², |b|²) for the SR backward, then 1 - p(gold) (AUX_COMPLEMENT)
 AUX_COMPLEMENT = -1  # the row of sr_aux holding 1 - p(gold), the CE backward's exact gold entry
-# Without SR the custom op's fake (tnops/_ops.py) allocates no sr_aux rows, so 1 - p(gold) can reach the backward
-# only once it allocates ``aux_rows(False)`` of them; until then this stays False and, without SR, the backward
-# forms the gold entry as exp(z_gold - lse) - 1 (which cancels to 0 when p(gold) → 1).
-COMPLEMENT_WITHOUT_SR = False
-
-
 def aux_rows(has_sr: bool) -> int:
     """Rows of the ``sr_aux`` that ``mlm_forward`` returns (the fake kernel must allocate as many)."""
-    return sr_aux_rows if has_sr else (1 if COMPLEMENT_WITHOUT_SR else 0)
+    return sr_aux_rows if has_sr else 1  # without SR: the 1 - p(gold) row alone
 
 
 def unavailable() -> str | None:
@@ -57,7 +51,7 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
     if sr_embedding is not None:
         sr = out["sr"]
         sr_aux = torch.stack([out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"], out["gold_complement"]])
-    elif aux_rows(False):
+    else:  # the CE backward still needs 1 - p(gold)
         sr_aux = out["gold_complement"][None]
     return MLMRows(out["loss"], out["lse"], out["predictions"], out["corrected"], sr, sr_aux)
 
