@@ -46,6 +46,7 @@ from transformers import (
 
 import tnops
 from electra.corpus import load_documents
+from electra.showcase import CorrectionExample, collect_examples, format_example
 from tnops.integrations.trainer_callback import TrueNegativeCallback
 from tnops.integrations.transformers import apply_true_negatives
 from tnops.synonyms.vocab import packaged_vocab_path
@@ -112,6 +113,41 @@ def compute_metrics(eval_preds) -> dict:
     return {"accuracy": float((preds[mask] == labels[mask]).mean())}
 
 
+@torch.no_grad()
+def false_negative_report(model, tokenizer, table, dataset, collator, *, batch_size: int = 16,
+                          examples: int = 5) -> dict:
+    """The paper's Table-2 ratios and Figure-3 examples of a patched model on ``dataset`` (eval mode, argmax).
+
+    Returns ``{"masked", "mismatched", "corrected", "sequences", "prediction_level", "iteration_level",
+    "examples"}``: prediction level = corrected / mismatched predictions; iteration level = share of sequences
+    with a corrected prediction (as ``electra-fn-stats``).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    totals = dict(masked=0, mismatched=0, corrected=0, sequences=0, with_correction=0)
+    shown, seen = [], set()
+    for start in range(0, len(dataset), batch_size):
+        batch = {k: v.to(device) for k, v in collator(dataset[start:start + batch_size]).items()}
+        out = model(**batch).true_negatives
+        labels = batch["labels"]
+        masked = labels != -100
+        original = torch.where(masked, labels, batch["input_ids"])
+        totals["masked"] += int(masked.sum())
+        totals["mismatched"] += int((masked & (out.predictions != labels)).sum())
+        totals["corrected"] += int(out.corrected.sum())
+        totals["sequences"] += len(labels)
+        totals["with_correction"] += int(out.corrected.any(dim=1).sum())
+        if table is not None and len(shown) < examples:
+            positions = torch.arange(labels.shape[1], device=device).expand_as(labels)
+            shown += collect_examples(tokenizer, table, original.cpu(), positions.cpu(), out.predictions.cpu(),
+                                      out.corrected.cpu(), limit=examples - len(shown), seen=seen)
+    model.train(was_training)
+    return {**totals, "prediction_level": totals["corrected"] / max(totals["mismatched"], 1),
+            "iteration_level": totals["with_correction"] / max(totals["sequences"], 1),
+            "examples": [example.to_dict() for example in shown]}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", choices=("random", "minilm"), default="random")
@@ -163,6 +199,17 @@ def main(argv=None) -> Trainer:
         metrics = trainer.evaluate()  # eval mode: real logits for the accuracy, the tnops loss as eval_loss
         print(f"evaluation on {len(eval_dataset)} blocks: loss {metrics['eval_loss']:.4f}, masked-token accuracy "
               f"{metrics['eval_accuracy']:.4f}")
+        if table is not None:
+            transformers.set_seed(args.seed)  # the collator's masks
+            report = false_negative_report(model, tokenizer, table, eval_dataset, trainer.data_collator,
+                                           batch_size=args.batch_size)
+            trainer.state.log_history.append({"false_negatives": report})
+            print(f"held-out false negatives (Table 2): {report['prediction_level']:.2%} of wrong predictions are "
+                  f"listed synonyms; {report['iteration_level']:.2%} of sequences have one")
+            if report["examples"]:
+                print("corrected predictions (gold → prediction, the gold word in brackets, its listed synonyms):")
+                for example in report["examples"]:
+                    print(format_example(CorrectionExample(**example)))
     trainer.save_model(str(args.output_dir / "final"))  # the state dict is the model's own: loads unpatched
     tokenizer.save_pretrained(str(args.output_dir / "final"))
     return trainer

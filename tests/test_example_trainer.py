@@ -32,6 +32,10 @@ def test_the_example_trains_a_few_steps_and_logs_the_correction_rate(example, tm
     for entry in logs:
         assert math.isfinite(entry["loss"]) and entry["masked_tokens"] > 0
         assert entry["correction_rate"] == entry["corrected_tokens"] / entry["masked_tokens"]
+    (report,) = [entry["false_negatives"] for entry in trainer.state.log_history if "false_negatives" in entry]
+    assert report["masked"] > 0 and 0 <= report["corrected"] <= report["mismatched"] <= report["masked"]
+    assert report["prediction_level"] == report["corrected"] / max(report["mismatched"], 1)
+    assert 0 <= report["iteration_level"] <= 1 and isinstance(report["examples"], list)
     (evaluation,) = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
     assert math.isfinite(evaluation["eval_loss"]) and 0 <= evaluation["eval_accuracy"] <= 1
     assert len(trainer.eval_dataset) == 3 and len(trainer.train_dataset) > 0
@@ -90,3 +94,31 @@ def test_gradient_accumulation_equals_one_big_batch(example, tmp_path):
         assert log["loss"] == pytest.approx(big_log["loss"], rel=1e-5)
         assert (log["corrected_tokens"], log["masked_tokens"]) == (big_log["corrected_tokens"],
                                                                    big_log["masked_tokens"])
+
+
+def test_false_negative_report_counts_and_shows_corrections(example, make_table):
+    """The HF route's Table-2 ratios and Figure-3 examples: a table listing the model's own wrong predictions makes
+    every one of them a correction."""
+    from tnops.integrations.transformers import apply_true_negatives, remove_true_negatives
+
+    tokenizer = example.load_tokenizer()
+    blocks = example.build_dataset(tokenizer, None, 2, 64)[:4]
+    collator = transformers.DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    model = example.build_model("random", len(tokenizer), 64)
+    apply_true_negatives(model, None)
+    model.eval()
+    transformers.set_seed(3)
+    batch = collator(blocks)
+    with torch.no_grad():
+        out = model(**batch).true_negatives
+    labels = batch["labels"]
+    wrong = (labels != -100) & (out.predictions != labels)
+    pairs = list(zip(labels[wrong].tolist(), out.predictions[wrong].tolist()))
+    remove_true_negatives(model)
+    table = make_table(pairs, len(tokenizer))
+    apply_true_negatives(model, table)
+    transformers.set_seed(3)
+    report = example.false_negative_report(model, tokenizer, table, blocks, collator, batch_size=4, examples=3)
+    assert report["corrected"] == report["mismatched"] == len(pairs) > 0
+    assert report["prediction_level"] == 1.0 and report["iteration_level"] > 0
+    assert 1 <= len(report["examples"]) <= 3 and all("[" in e["context"] for e in report["examples"])
