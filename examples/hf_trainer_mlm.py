@@ -46,7 +46,8 @@ from transformers import (
 
 import tnops
 from electra.corpus import load_documents
-from electra.showcase import CorrectionExample, collect_examples, format_example
+from electra.fn_stats import print_examples
+from electra.showcase import collect_examples
 from tnops.integrations.trainer_callback import TrueNegativeCallback
 from tnops.integrations.transformers import apply_true_negatives
 from tnops.synonyms.vocab import packaged_vocab_path
@@ -206,10 +207,7 @@ def main(argv=None) -> Trainer:
             trainer.state.log_history.append({"false_negatives": report})
             print(f"held-out false negatives (Table 2): {report['prediction_level']:.2%} of wrong predictions are "
                   f"listed synonyms; {report['iteration_level']:.2%} of sequences have one")
-            if report["examples"]:
-                print("corrected predictions (gold → prediction, the gold word in brackets, its listed synonyms):")
-                for example in report["examples"]:
-                    print(format_example(CorrectionExample(**example)))
+            print_examples(report["examples"])
     trainer.save_model(str(args.output_dir / "final"))  # the state dict is the model's own: loads unpatched
     tokenizer.save_pretrained(str(args.output_dir / "final"))
     return trainer

@@ -77,3 +77,14 @@ def test_other_architectures_are_refused_in_one_line(setup, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "supported: ELECTRA generators (ElectraForMaskedLM) and BERT checkpoints" in err
+
+
+def test_correction_rates_of_the_run_and_its_last_window():
+    from electra.report import correction_rates
+
+    history = [{"step": 0, "eval": {}}] + [{"step": s, "masked": 100, "corrected": c}
+                                           for s, c in enumerate([0, 0, 1, 3, 5], start=1)]
+    rates = correction_rates(history, window=2)
+    assert (rates["masked"], rates["corrected"]) == (500, 9)
+    assert rates["correction_rate"] == 9 / 500 and rates["correction_rate_last_window"] == 8 / 200
+    assert rates["last_window_steps"] == 2
