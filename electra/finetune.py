@@ -158,11 +158,20 @@ class _Encoded:
         return {**{key: values[i] for key, values in self.features.items()}, "labels": self.labels[i]}
 
 
-def _encode(tokenizer, examples: GlueExamples, max_seq_length: int) -> _Encoded:
-    """One batched tokenizer call: pairs as ``[CLS] a [SEP] b [SEP]``, truncated to ``max_seq_length`` tokens."""
-    pair = () if examples.texts_b is None else (examples.texts_b,)
-    features = tokenizer(examples.texts_a, *pair, truncation=True, max_length=max_seq_length)
-    return _Encoded(dict(features), examples.labels)
+def _encode(tokenizer, examples: GlueExamples, max_seq_length: int, *, what: str = "tokenizing",
+            progress: bool = False, chunk: int = 20_000) -> _Encoded:
+    """Batched tokenizer calls (``chunk`` examples each, a tqdm bar over them when ``progress``): pairs as
+    ``[CLS] a [SEP] b [SEP]``, truncated to ``max_seq_length`` tokens; no padding (the Trainer's collator pads)."""
+    from tqdm.auto import tqdm
+
+    features: dict = {}
+    for start in tqdm(range(0, len(examples), chunk), desc=what, unit="chunk", disable=not progress,
+                      leave=False):
+        part = examples.texts_a[start:start + chunk]
+        pair = () if examples.texts_b is None else (examples.texts_b[start:start + chunk],)
+        for key, values in tokenizer(part, *pair, truncation=True, max_length=max_seq_length).items():
+            features.setdefault(key, []).extend(values)
+    return _Encoded(features, examples.labels)
 
 
 def _warmup(arguments_class, ratio: float) -> dict:
@@ -226,8 +235,8 @@ def finetune(model_dir, task, output_dir, *, data_dir=None, max_steps=None, epoc
     tokenizer = load_tokenizer(str(directory))
     set_seed(seed)  # the fresh classifier's initialisation follows the seed too
     model = _load_classifier(directory, spec)
-    train_set = _encode(tokenizer, train_examples, max_seq_length)
-    dev_set = _encode(tokenizer, dev_examples, max_seq_length)
+    train_set = _encode(tokenizer, train_examples, max_seq_length, what="tokenizing train", progress=progress)
+    dev_set = _encode(tokenizer, dev_examples, max_seq_length, what="tokenizing dev", progress=progress)
     reasons: dict = {}
 
     def compute_metrics(prediction) -> dict:

@@ -11,7 +11,7 @@ import torch
 import tnops
 from electra import finetune as ft
 from electra.config import ElectraTNConfig
-from electra.glue import TASKS, load_glue, read_tsv
+from electra.glue import TASKS, GlueExamples, load_glue, read_tsv
 from electra.modeling import ElectraTNForPretraining
 from electra.tokenizer import load_tokenizer
 from tnops.synonyms.vocab import load_vocab
@@ -154,6 +154,17 @@ def test_metrics_per_task_on_hand_computed_cases():
     assert values == {"spearman": None, "pearson": None} and "constant" in reasons["spearman"]
     assert [ft.primary_metric(t) for t in TASKS] == ["matthews", "accuracy", "accuracy", "spearman", "accuracy",
                                                      "accuracy", "accuracy", "accuracy"]
+
+
+def test_examples_are_tokenized_as_pairs_in_chunks():
+    tokenizer = load_tokenizer()
+    examples = GlueExamples(["a cat sat", "hello world", 'x " y'], ["on a mat", "again", "z"], [0, 1, 0])
+    chunked, whole = ft._encode(tokenizer, examples, 8, chunk=2), ft._encode(tokenizer, examples, 8)
+    assert len(chunked) == 3 and [chunked[i] for i in range(3)] == [whole[i] for i in range(3)]
+    assert chunked[2]["labels"] == 0 and chunked[1]["labels"] == 1
+    expected = tokenizer("hello world", "again")  # [CLS] hello world [SEP] again [SEP]
+    assert chunked[1]["input_ids"] == expected["input_ids"] and chunked[1]["token_type_ids"] == [0] * 4 + [1] * 2
+    assert len(chunked[0]["input_ids"]) == 8  # 3 + 3 words and 3 specials, truncated to max_seq_length
 
 
 @pytest.fixture(scope="module")
