@@ -1,0 +1,414 @@
+"""Baseline, hard correction and soft regularization pre-trained side by side: ``electra-compare``.
+
+Also ``python -m electra.compare``::
+
+    electra-compare --variants baseline,hc,sr,hc+sr --preset tiny --max-steps 300 --output-dir runs/compare \\
+        [--seeds 0,1,2] [--finetune TASK --data-dir DIR] [any other electra-pretrain flag]
+
+Every variant is an ``electra-pretrain`` run (in this process, one after another) with the flags of
+:data:`VARIANTS`: baseline ``--no-hc --sr-weight 0``; hc ``--sr-weight 0``; sr ``--no-hc`` (word-level SR, weight
+1); hc+sr none; sentence-sr ``--no-hc --sr-weight 0 --sentence-sr 1`` (paper Table 6); embedding-hc ``--sr-weight 0``
+with the embedding-neighbour table (paper §5): the ``--embedding-k`` nearest vocabulary words by cosine, as ``tnops
+synonyms build --source embeddings:PATH`` builds it, from ``--embedding-vectors PATH`` (GloVe/word2vec text), else
+from the pretrained word embeddings of ``--init-from``/``--generator-from``; without either it is refused (no word
+vectors are installed offline here, and a fresh model's embeddings are random).  hc, hc+sr and the evaluation share
+one table: ``--synonyms FILE``, else ``OUT/synonyms/synonyms.pt`` built once (WordNet, or ``mythes:PATH``).
+
+Seed S of every variant runs with ``--seed S``: initialisation, data order, masks and samples derive from the seed
+alone (:mod:`electra.seeds`), so the variants of a seed start from the same weights on the same batches and masks.
+(sentence-sr's extra discriminator forward draws dropout from the same torch stream: its dropout differs from step 2.)
+
+Runs go to ``OUT/<variant>/seed<S>/`` with ``run.json`` (their settings).  A run whose ``summary.json`` reached the
+requested steps with the same settings is not trained again; an unfinished one resumes from its checkpoint; one made
+with other settings is trained afresh.  Each run is evaluated by :func:`electra.eval.evaluate_model` (``eval.json``,
+on its own held-out split) and, with ``--finetune TASK``, fine-tuned by :func:`electra.finetune.finetune`
+(``finetune/TASK/results.json``); then ``OUT/compare.json``, ``compare.md`` and ``compare.png``
+(:mod:`electra.compare_report`).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from electra import pretrain
+from electra.arguments import integer, number
+from electra.compare_report import COLUMNS, write_json, write_report
+from electra.config import PRESETS
+from electra.trainer import NonFiniteLossError
+from tnops.cli import ToolArgumentParser, error_line, run_tool
+from tnops.io import atomic_write_text, prepare_output_directory
+
+__all__ = ["VARIANTS", "compare", "main", "parse_args", "run_status", "variant_flags"]
+
+VARIANTS = {
+    "baseline": ("--no-hc", "--sr-weight", "0"),
+    "hc": ("--sr-weight", "0"),
+    "sr": ("--no-hc",),
+    "hc+sr": (),
+    "sentence-sr": ("--no-hc", "--sr-weight", "0", "--sentence-sr", "1"),
+    "embedding-hc": ("--sr-weight", "0"),  # and --synonyms: the embedding-neighbour table
+}
+HC_VARIANTS = ("hc", "hc+sr")  # the variants trained with the shared table
+# electra-pretrain settings the variants set themselves: (namespace key, its default, why it is refused)
+RESERVED = (("seed", 0, "--seed: give --seeds"), ("no_hc", False, "--no-hc: the variants set it"),
+            ("sr_weight", None, "--sr-weight: the variants set it"),
+            ("sentence_sr", 0.0, "--sentence-sr: the sentence-sr variant sets it"),
+            ("resume", None, "--resume: unfinished runs resume by themselves"),
+            ("stop_after", None, "--stop-after: a comparison needs finished runs"))
+# Settings that do not change what a run learns: a change in them does not retrain it.
+COSMETIC = ("output_dir", "resume", "no_progress", "cache_dir", "save_every", "log_every", "stop_after")
+
+
+def _variant_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown variant {', '.join(map(repr, unknown)) or repr(text)}; "
+                                         f"known: {', '.join(VARIANTS)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a variant is named twice in {text!r}")
+    return names
+
+
+def _seed_list(text: str) -> list[int]:
+    seeds = []
+    for field in text.split(","):
+        try:
+            seeds.append(int(field))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 1,2,3, got {text!r}"
+                                             ) from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: electra-compare's own flags, the rest checked by electra-pretrain's parser.
+
+    Returns a namespace whose ``pretrain`` is electra-pretrain's namespace and ``pretrain_argv`` the flags passed on.
+    Errors (unknown variant, bad ``--seeds``, a bad or reserved electra-pretrain flag) print one line and exit 2.
+    """
+    p = ToolArgumentParser(prog="electra-compare", description=__doc__.splitlines()[0], allow_abbrev=False,
+                           epilog="Any other flag (--preset, --max-steps, --corpus, --batch-size, --generator-from, "
+                                  "--no-progress, ...) is passed to electra-pretrain.")
+    p.add_argument("--variants", type=_variant_list, default=["baseline", "hc", "sr", "hc+sr"],
+                   help=f"comma-separated, from {', '.join(VARIANTS)} (default baseline,hc,sr,hc+sr)")
+    p.add_argument("--seeds", type=_seed_list, default=[0], help="comma-separated seeds, e.g. 1,2,3 (default 0)")
+    p.add_argument("--output-dir", default="runs/compare")
+    p.add_argument("--eval-max-batches", type=integer(1), default=None,
+                   help="held-out batches of the final evaluation (default: --eval-batches, or 8 when that is 0)")
+    p.add_argument("--embedding-vectors", default=None, metavar="PATH",
+                   help="embedding-hc: GloVe/word2vec text vectors (default: the pretrained embeddings of "
+                        "--init-from/--generator-from)")
+    p.add_argument("--embedding-k", type=integer(1), default=10, help="embedding-hc: neighbours per word")
+    p.add_argument("--embedding-threshold", type=number(-1.0, 1.0), default=None,
+                   help="embedding-hc: minimum cosine of a neighbour")
+    p.add_argument("--finetune", default=None, metavar="TASK", help="also fine-tune each run's discriminator")
+    p.add_argument("--data-dir", default=None, help="--finetune: the task's GLUE TSV files")
+    p.add_argument("--finetune-steps", type=integer(1), default=None, help="--finetune: steps (default: epochs)")
+    p.add_argument("--finetune-epochs", type=number(0.0, low_open=True), default=3.0)
+    p.add_argument("--finetune-batch-size", type=integer(1), default=32)
+    p.add_argument("--finetune-learning-rate", type=number(0.0, low_open=True), default=1e-4)
+    p.add_argument("--finetune-max-train-samples", type=integer(1), default=None)
+    p.add_argument("--finetune-max-eval-samples", type=integer(1), default=None)
+    args, rest = p.parse_known_args(argv)
+    args.pretrain_argv = rest
+    args.pretrain = _pretrain_namespace(rest)
+    for key, default, why in RESERVED:
+        if getattr(args.pretrain, key) != default:
+            p.error(f"{why} (electra-compare runs electra-pretrain with it)")
+    if args.finetune is not None:
+        from electra.finetune import TASKS
+
+        if args.finetune not in TASKS:
+            p.error(f"argument --finetune: unknown task {args.finetune!r}; known: {', '.join(TASKS)}")
+    if "embedding-hc" in args.variants and not (args.embedding_vectors or args.pretrain.init_from
+                                                or args.pretrain.generator_from):
+        p.error("variant embedding-hc: no word vectors to take neighbours from: pass --embedding-vectors PATH "
+                "(GloVe/word2vec text; none is installed offline here) or --generator-from/--init-from (their "
+                "pretrained word embeddings); a fresh model's embeddings are random")
+    return args
+
+
+def _pretrain_namespace(argv: list[str]) -> argparse.Namespace:
+    """electra-pretrain's parse of ``argv``; its one-line error is repeated as electra-compare's (exit 2)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return pretrain.parse_args(argv)
+    except SystemExit as stop:
+        line = (captured.getvalue().strip().splitlines() or [f"bad electra-pretrain flags {argv}"])[-1]
+        line = line.removeprefix("electra-pretrain: error: ")
+        print(f"electra-compare: error: electra-pretrain flag: {line}", file=sys.stderr)
+        raise SystemExit(stop.code or 2) from None
+
+
+def variant_flags(variant: str, embedding_table=None, table=None) -> list[str]:
+    """electra-pretrain flags of ``variant`` (ValueError naming the known ones for another name).
+
+    Args:
+        embedding_table: embedding-hc's table file (required for that variant).
+        table: the shared table file of the HC variants (None: electra-pretrain's default, WordNet).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: unknown {variant!r}; known: {', '.join(VARIANTS)}")
+    flags = list(VARIANTS[variant])
+    if variant == "embedding-hc":
+        if embedding_table is None:
+            raise ValueError("variant embedding-hc: needs its embedding-neighbour table (embedding_table)")
+        flags += ["--synonyms", str(embedding_table)]
+    elif variant in HC_VARIANTS and table is not None:
+        flags += ["--synonyms", str(table)]
+    return flags
+
+
+def _settings(namespace: argparse.Namespace) -> dict:
+    """What a run learns from: electra-pretrain's parsed settings without the cosmetic ones (JSON-ready)."""
+    return {k: v for k, v in sorted(vars(namespace).items()) if k not in COSMETIC}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_status(run_dir: Path, settings: dict, max_steps: int) -> tuple[str, str]:
+    """``(status, reason)`` of a run directory: ``finished`` (same settings, ``summary.json`` at ``max_steps``,
+    exported), ``resume`` (same settings, a checkpoint) or ``fresh`` (nothing usable)."""
+    record = _read_json(run_dir / "run.json")
+    if record is None:
+        return "fresh", "new run" if not run_dir.exists() or not any(run_dir.iterdir()) else "no run.json"
+    if record.get("settings") != settings:
+        changed = sorted(k for k in set(settings) | set(record.get("settings") or {})
+                         if settings.get(k) != (record.get("settings") or {}).get(k))
+        return "fresh", f"settings changed ({', '.join(changed)})"
+    summary = _read_json(run_dir / "summary.json") or {}
+    if summary.get("steps") == max_steps and (run_dir / "final" / "discriminator").is_dir():
+        return "finished", f"already trained ({max_steps} steps)"
+    if (run_dir / "checkpoint.pt").is_file():
+        return "resume", "resuming its checkpoint"
+    return "fresh", "no checkpoint"
+
+
+def _clear(run_dir: Path) -> None:
+    """Remove what an earlier run (or comparison) wrote in ``run_dir``, before it is trained afresh."""
+    for name in ("checkpoint.pt", "summary.json", "history.json", "loss_curve.png", "eval.json", "run.json",
+                 "synonyms.pt"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("final", "finetune"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+class RunFailed(RuntimeError):
+    """A run of the comparison failed: its message names the variant and seed; ``status`` is the exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def _say(text: str, progress) -> None:
+    (progress.write if progress is not None else print)(text)
+
+
+def _tokenizer_and_vectors(args):
+    """The runs' tokenizer, and embedding-hc's word vectors (a path, a [V, D] tensor or None) with their name."""
+    from electra.init_from import load_pretrained
+    from electra.tokenizer import load_tokenizer
+
+    ns = args.pretrain
+    if not (ns.init_from or ns.generator_from):
+        return load_tokenizer(ns.tokenizer), args.embedding_vectors, args.embedding_vectors
+    loaded = load_pretrained(ns.init_from, ns.generator_from, ns.tokenizer, ns.dropout)
+    half = loaded.discriminator if loaded.discriminator is not None else loaded.generator
+    if args.embedding_vectors:
+        return loaded.tokenizer, args.embedding_vectors, args.embedding_vectors
+    source = (f"--init-from {ns.init_from}" if loaded.discriminator is not None
+              else f"--generator-from {ns.generator_from}")
+    return loaded.tokenizer, half.electra.embeddings.word_embeddings.weight.detach(), source
+
+
+def _tables(args, out: Path) -> tuple[Path, Path | None]:
+    """``(shared table file, embedding-hc table file or None)``, built once per output folder."""
+    import tnops
+    from electra.synonym_source import run_synonyms
+
+    ns = args.pretrain
+    tokenizer, vectors, source = _tokenizer_and_vectors(args)
+    user_file = ns.synonyms and ns.synonyms != "wordnet" and not ns.synonyms.startswith("mythes:")
+    if user_file:
+        tnops.SynonymTable.load(ns.synonyms, vocab=tokenizer)  # checked against the vocabulary before any run
+        shared = Path(ns.synonyms)
+    else:
+        folder = prepare_output_directory(out / "synonyms", argument="--output-dir")
+        run_synonyms(SimpleNamespace(no_hc=False, synonyms=ns.synonyms, no_progress=ns.no_progress), tokenizer,
+                     folder, 0)
+        shared = folder / "synonyms.pt"
+    if "embedding-hc" not in args.variants:
+        return shared, None
+    folder = prepare_output_directory(out / "embedding-hc", argument="--output-dir")
+    target, record_path = folder / "synonyms.pt", folder / "synonyms.json"
+    record = {"vectors": str(source), "k": args.embedding_k, "threshold": args.embedding_threshold}
+    if _read_json(record_path) != record or not target.is_file():
+        table = tnops.SynonymTable.from_embeddings(vectors, tokenizer, k=args.embedding_k,
+                                                   threshold=args.embedding_threshold, progress=not ns.no_progress)
+        table.save(target)
+        atomic_write_text(json.dumps(record), record_path, what="table record")
+    return shared, target
+
+
+def _max_steps(ns) -> int:
+    return ns.max_steps if ns.max_steps is not None else PRESETS[ns.preset]["max_steps"]
+
+
+def _train(args, variant: str, seed: int, tables, progress) -> Path:
+    """Train (or resume, or skip) one run; its directory."""
+    shared, embedding = tables
+    run_dir = Path(args.output_dir) / variant / f"seed{seed}"
+    argv = [*args.pretrain_argv, *variant_flags(variant, embedding, shared), "--seed", str(seed),
+            "--output-dir", str(run_dir)]
+    ns = pretrain.parse_args(argv)
+    settings, steps = _settings(ns), _max_steps(ns)
+    status, reason = run_status(run_dir, settings, steps)
+    if status == "finished":
+        _say(f"{variant} seed {seed}: {reason}, not retrained", progress)
+        return run_dir
+    if status == "fresh":
+        _clear(run_dir)
+    prepare_output_directory(run_dir, argument="--output-dir")
+    atomic_write_text(json.dumps({"variant": variant, "seed": seed, "pretrain_argv": argv, "settings": settings},
+                                 indent=1), run_dir / "run.json", what="run record")
+    if status == "resume":
+        ns = pretrain.parse_args([*argv, "--resume"])
+    started = time.perf_counter()
+    _say(f"{variant} seed {seed}: training {steps} steps ({reason})", progress)
+    pretrain.train(ns)
+    _say(f"{variant} seed {seed}: trained in {time.perf_counter() - started:.1f} s", progress)
+    return run_dir
+
+
+def _evaluate(args, run_dir: Path, seed: int, table: Path) -> dict:
+    """``eval.json`` of a run: :func:`electra.eval.evaluate_model` on its export, unless already there for the
+    same evaluation settings (``run.json``'s ``eval_settings``)."""
+    from electra.eval import evaluate_model
+
+    ns = args.pretrain
+    batches = args.eval_max_batches or ns.eval_batches or 8
+    options = {"corpus": ns.corpus, "max_seq_length": ns.max_seq_length or PRESETS[ns.preset]["max_seq_length"],
+               "max_batches": batches, "batch_size": ns.batch_size or PRESETS[ns.preset]["batch_size"],
+               "synonyms": str(table), "seed": seed}
+    record = _read_json(run_dir / "run.json") or {}
+    result = _read_json(run_dir / "eval.json")
+    if result is not None and record.get("eval_settings") == options:
+        return result
+    result = evaluate_model(run_dir / "final", **options, progress=not ns.no_progress)
+    write_json(result, run_dir / "eval.json")
+    atomic_write_text(json.dumps({**record, "eval_settings": options}, indent=1), run_dir / "run.json",
+                      what="run record")
+    return result
+
+
+def _finetune(args, run_dir: Path, seed: int) -> dict:
+    """``finetune/TASK/results.json`` of a run (reused when made with the same settings)."""
+    from electra.finetune import finetune
+
+    ns, task = args.pretrain, args.finetune
+    options = {"data_dir": args.data_dir, "max_steps": args.finetune_steps, "epochs": args.finetune_epochs,
+               "batch_size": args.finetune_batch_size, "learning_rate": args.finetune_learning_rate,
+               "max_seq_length": ns.max_seq_length or PRESETS[ns.preset]["max_seq_length"], "seed": seed,
+               "max_train_samples": args.finetune_max_train_samples,
+               "max_eval_samples": args.finetune_max_eval_samples}
+    target = run_dir / "finetune" / task
+    record = _read_json(run_dir / "run.json") or {}
+    result = _read_json(target / "results.json")
+    if result is not None and (record.get("finetune_settings") or {}).get(task) == options:
+        return result
+    result = finetune(run_dir / "final" / "discriminator", task, target, **options, progress=not ns.no_progress)
+    record.setdefault("finetune_settings", {})[task] = options
+    atomic_write_text(json.dumps(record, indent=1), run_dir / "run.json", what="run record")
+    return result
+
+
+def _run_metrics(run_dir: Path, evaluation: dict, finetuned: dict | None, task: str | None) -> dict:
+    """One run's numbers for the table: the evaluation, the training correction rate, the fine-tuning metric."""
+    summary = _read_json(run_dir / "summary.json") or {}
+    metrics = {k: v for k, v in evaluation.items() if k != "reasons"}
+    metrics["correction_rate"] = summary.get("correction_rate")
+    if finetuned is not None:
+        from electra.finetune import primary_metric
+
+        metrics[f"{task}_{primary_metric(task)}"] = finetuned.get(primary_metric(task))
+    return metrics
+
+
+def compare(args) -> dict:
+    """Train, evaluate (and fine-tune) every variant × seed of ``args`` (:func:`parse_args`), then write
+    ``compare.json``, ``compare.md`` and ``compare.png`` in ``args.output_dir``.  Returns compare.json's dict."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("electra-compare runs in one process; under torchrun, run electra-pretrain per variant")
+    out = prepare_output_directory(args.output_dir, argument="--output-dir")
+    tables = _tables(args, out)
+    runs = [(variant, seed) for variant in args.variants for seed in args.seeds]
+    progress = None
+    if not args.pretrain.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(runs), desc="electra-compare", unit="run", position=1, dynamic_ncols=True)
+    results, reasons, histories = {}, {}, {}
+    try:
+        for variant, seed in runs:
+            try:
+                run_dir = _train(args, variant, seed, tables, progress)
+                evaluation = _evaluate(args, run_dir, seed, tables[0])
+                finetuned = _finetune(args, run_dir, seed) if args.finetune else None
+            except (ValueError, TypeError, LookupError, OSError, MemoryError, NonFiniteLossError) as error:
+                raise RunFailed(f"{variant} seed {seed}: {error_line(error)} (finished runs are kept; rerun to "
+                                "continue)", 1 if isinstance(error, NonFiniteLossError) else 2) from error
+            results.setdefault(variant, {})[seed] = _run_metrics(run_dir, evaluation, finetuned, args.finetune)
+            reasons.setdefault(variant, {})[seed] = {**(evaluation.get("reasons") or {}), **{
+                f"{args.finetune}_{key}": why for key, why in ((finetuned or {}).get("reasons") or {}).items()}}
+            histories.setdefault(variant, []).append(_read_json(run_dir / "history.json") or [])
+            if progress is not None:
+                progress.update(1)
+    finally:
+        if progress is not None:
+            progress.close()
+    return _report(args, out, results, reasons, histories)
+
+
+def _report(args, out: Path, results: dict, reasons: dict, histories: dict) -> dict:
+    columns = list(COLUMNS)
+    if args.finetune:
+        from electra.finetune import primary_metric
+
+        metric = primary_metric(args.finetune)
+        kind = "number" if metric in ("matthews", "spearman", "pearson") else "percent"
+        columns.append((f"{args.finetune}_{metric}", f"{args.finetune} {metric}", kind))
+    report, table = write_report(out, results, reasons, histories, flags=VARIANTS, columns=columns,
+                                 pretrain_argv=args.pretrain_argv, finetune=args.finetune)
+    print(table, end="")
+    print(f"written: {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return report
+
+
+def main(argv=None) -> int:
+    """Run the command: 0 on success, 1 when a run's loss went non-finite, 2 for bad arguments or inputs (one line
+    on stderr, naming the variant and seed of a failed run)."""
+    args = parse_args(argv)
+    return run_tool("electra-compare", lambda: (compare(args), 0)[1], errors=(RunFailed,),
+                    status_of=lambda error: getattr(error, "status", 2))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
