@@ -48,7 +48,7 @@ from tnops.cli import ToolArgumentParser, run_tool
 from tnops.io import atomic_write
 
 __all__ = ["KEYS", "corrupt_batch", "evaluate_model", "format_table", "main", "masked_lm_counts",
-           "replaced_token_labels", "resolve_model", "rtd_scores", "synonym_replacements"]
+           "replaced_token_labels", "resolve_model", "rtd_scores"]
 
 KEYS = ("mlm_accuracy", "mlm_accuracy_synonym", "fn_prediction_ratio", "fn_iteration_ratio", "rtd_accuracy",
         "rtd_auc", "rtd_synonym_original", "simlex999", "simlex999_pairs", "wordsim353", "wordsim353_pairs",
@@ -61,13 +61,11 @@ _EXPECTED = ("expected electra-pretrain's OUTPUT_DIR/final (generator/ and discr
 
 
 # ----------------------------------------------------------------------------------------------- the model
-def _architectures(directory: Path) -> list:
+def _read_json(path: Path):
     try:
-        config = json.loads((directory / "config.json").read_text("utf-8"))
+        return json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"--model: {directory / 'config.json'} is not a readable config "
-                         f"({type(error).__name__})") from None
-    return list(config.get("architectures") or []) if isinstance(config, dict) else []
+        raise ValueError(f"--model: {path} is not readable JSON ({type(error).__name__})") from None
 
 
 def resolve_model(model_dir) -> tuple[Path | None, Path | None]:
@@ -84,7 +82,8 @@ def resolve_model(model_dir) -> tuple[Path | None, Path | None]:
         generator = None  # neither a generator/ nor a config.json here
     discriminator = model / "discriminator" if (model / "discriminator").is_dir() else None
     if generator == model:  # one checkpoint directory: which half is it?
-        architectures = _architectures(model)
+        config = _read_json(model / "config.json")
+        architectures = list(config.get("architectures") or []) if isinstance(config, dict) else []
         if "ElectraForPreTraining" in architectures:
             generator, discriminator = None, model
         elif "ElectraForMaskedLM" not in architectures:
@@ -107,13 +106,9 @@ def _tokenizer(directory: Path, vocab_size: int):
 def _run_config(*directories) -> dict:
     """``hc`` and ``temperature`` of the run (``electra_tn_config.json`` in ``final/``), the trainer's defaults
     (hard correction on, temperature 1) when there is none."""
-    for directory in directories:
-        path = directory / "electra_tn_config.json"
+    for path in (directory / "electra_tn_config.json" for directory in directories):
         if path.is_file():
-            try:
-                config = json.loads(path.read_text("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ValueError(f"--model: {path} is not readable ({type(error).__name__})") from None
+            config = _read_json(path)
             return {"hc": bool(config.get("hc", True)), "temperature": float(config.get("temperature", 1.0))}
     return {"hc": True, "temperature": 1.0}
 
@@ -164,12 +159,6 @@ def replaced_token_labels(input_ids: torch.Tensor, positions: torch.Tensor, vali
     corrupted = input_ids.scatter(1, positions, torch.where(valid, samples, gold))
     relabelled = torch.zeros_like(input_ids, dtype=torch.bool).scatter(1, positions, corrected & valid)
     return corrupted, (corrupted != input_ids) & ~relabelled
-
-
-def synonym_replacements(input_ids: torch.Tensor, corrupted: torch.Tensor, synonyms) -> torch.Tensor:
-    """bool ``[B, L]``: positions whose token in ``corrupted`` is a listed synonym of (so differs from) the
-    original in ``input_ids`` (both int ``[B, L]``)."""
-    return synonyms.is_synonym(input_ids, corrupted)
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -230,7 +219,8 @@ def _held_out_pass(generator, discriminator, split, tokenizer, synonyms, run: di
             real = batch.attention_mask.bool()
             logits.append(scores[real].float().cpu())
             labels.append(out["labels"][real].cpu())
-            synonym_rows.append(synonym_replacements(batch.input_ids, out["corrupted"], synonyms)[real].cpu())
+            # replaced by a listed synonym (so not by the gold token itself)
+            synonym_rows.append(synonyms.is_synonym(batch.input_ids, out["corrupted"])[real].cpu())
     masked_count, right, credited = counts.tolist()
     joined = (lambda parts: torch.cat(parts)) if logits else (lambda parts: None)
     return {"masked": masked_count, "right": right, "credited": credited, "sequences": sequences,
@@ -301,10 +291,9 @@ def _evaluate(model_dir, *, corpus, max_seq_length, max_batches, batch_size, syn
     # the shared input word table (DESIGN §5): the discriminator's, else the generator's copy of it
     _lexical_scores(main_half.electra.embeddings.word_embeddings.weight, tokenizer, result, reasons)
     if generator is None:
-        for key in (*_GENERATOR_KEYS, *_RTD_KEYS):
-            reasons[key] = (f"no generator in {model_dir} (a discriminator alone): "
-                            + ("the RTD inputs are the generator's samples" if key in _RTD_KEYS
-                               else "masked-token predictions need the generator's MLM head"))
+        reasons.update(dict.fromkeys(_GENERATOR_KEYS, f"no generator in {model_dir} (a discriminator alone): "
+                                     "masked-token predictions need the generator's MLM head"))
+        reasons.update(dict.fromkeys(_RTD_KEYS, f"no generator in {model_dir}: the RTD inputs are its samples"))
         return result, info
     generator.to(device).eval()
     if discriminator is not None:
@@ -315,9 +304,8 @@ def _evaluate(model_dir, *, corpus, max_seq_length, max_batches, batch_size, syn
     split = build_dataset(corpus, tokenizer, max_seq_length, seed=seed, progress=progress).eval
     max_predictions = int(0.155 * max_seq_length)  # ELECTRA's int((0.15 + 0.005) L), as electra-fn-stats
     if len(split) == 0:
-        for key in (*_GENERATOR_KEYS, *_RTD_KEYS):
-            reasons[key] = (f"the held-out split is empty: the corpus is too small for a held-out example at "
-                            f"--max-seq-length {max_seq_length}")
+        reasons.update(dict.fromkeys((*_GENERATOR_KEYS, *_RTD_KEYS), "the held-out split is empty: the corpus is "
+                                     f"too small for a held-out example at --max-seq-length {max_seq_length}"))
         return result, info
     seen = _held_out_pass(generator, discriminator, split, tokenizer, table, run, batch_size=batch_size,
                           max_batches=max_batches, seed=seed, max_predictions=max_predictions, progress=progress)
@@ -335,8 +323,7 @@ def _evaluate(model_dir, *, corpus, max_seq_length, max_batches, batch_size, syn
         reasons["fn_prediction_ratio"] = "no sampled prediction was wrong: corrected / wrong is undefined"
     result["fn_iteration_ratio"] = fn["iteration_level"]
     if discriminator is None:
-        for key in _RTD_KEYS:
-            reasons[key] = f"no discriminator in {model_dir} (a generator alone)"
+        reasons.update(dict.fromkeys(_RTD_KEYS, f"no discriminator in {model_dir} (a generator alone)"))
     else:
         scores, why = rtd_scores(seen["logits"], seen["labels"], seen["synonym_rows"])
         result.update(scores)

@@ -29,7 +29,7 @@ WORDS = ("the cat sat on a mat while the dog ran to the park and a bird sang in 
 @pytest.fixture(scope="session")
 def export(tmp_path_factory):
     """electra-pretrain's export of 2 tiny steps on a small corpus, with a dense synonym table (every corpus word
-    lists ids 1000..10999, a third of the vocabulary), so sampled synonyms and hard corrections do occur."""
+    lists ids 1000..15999, half the vocabulary), so sampled synonyms and hard corrections do occur."""
     root = tmp_path_factory.mktemp("electra_eval")
     rng = random.Random(0)
     paragraphs = [". ".join(" ".join(rng.choices(WORDS, k=rng.randint(6, 10))) for _ in range(2)) + "."
@@ -38,7 +38,7 @@ def export(tmp_path_factory):
     corpus.write_text("\n\n".join(paragraphs))
     tokenizer = load_tokenizer()
     ids = sorted({i for word in WORDS for i in tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))})
-    table = tnops.SynonymTable.from_rows({i: range(1000, 11000) for i in ids}, len(tokenizer),
+    table = tnops.SynonymTable.from_rows({i: range(1000, 16000) for i in ids}, len(tokenizer),
                                          vocab_hash=load_vocab(tokenizer).hash)
     table.save(root / "synonyms.pt")
     with pytest.MonkeyPatch.context() as patch:  # the data cache in tmp, for pre-training and evaluation alike
@@ -111,6 +111,17 @@ def test_a_discriminator_alone_has_no_generator_scores(export, monkeypatch):
     assert result["reasons"]["simlex999"] == "gensim not installed: pip install 'tnops[eval]'"
 
 
+def test_an_empty_held_out_split_gives_reasons(export, tmp_path):
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("A single short paragraph makes one packed example, and none is held out.")
+    result = electra_eval.evaluate_model(export["final"], corpus=str(corpus), max_seq_length=SEQ, progress=False)
+    check_reasons(result)
+    assert set(result["reasons"]) == {"mlm_accuracy", "mlm_accuracy_synonym", "fn_prediction_ratio",
+                                      "fn_iteration_ratio", "rtd_accuracy", "rtd_auc", "rtd_synonym_original",
+                                      "masked", "sequences"}
+    assert all("the held-out split is empty" in reason for reason in result["reasons"].values())
+
+
 def test_cli_on_a_generator_alone_writes_json_and_prints_a_table(export, tmp_path, capsys):
     out = tmp_path / "scores.json"
     code = electra_eval.main(["--model", str(export["final"] / "generator"), "--corpus", export["corpus"],
@@ -149,10 +160,11 @@ def test_cli_refuses_a_missing_synonym_table(export, capsys):
 
 def test_synonym_credited_accuracy_on_a_crafted_batch():
     table = table_from_pairs([(3, 4), (5, 6)], 10)
-    predictions = torch.tensor([[3, 4, 9], [6, 5, 0]])
-    gold = torch.tensor([[3, 3, 9], [5, 5, 0]])
-    valid = torch.tensor([[True, True, False], [True, True, True]])
-    # masked 5; exact: (3,3), (5,5), (0,0) -> 3 (the unmasked 9 is not counted); plus synonyms 4 of 3, 6 of 5 -> 5
+    predictions = torch.tensor([[3, 4, 4, 9], [6, 5, 0, 1]])
+    gold = torch.tensor([[3, 3, 3, 9], [5, 5, 0, 2]])
+    valid = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    # masked 5; exact: (3,3), (5,5), (0,0) -> 3; plus synonyms 4 of 3, 6 of 5 -> 5. Not counted: the padding rows
+    # (an exact 9 and a synonym 4 of 3)
     assert electra_eval.masked_lm_counts(predictions, gold, valid, table).tolist() == [5, 3, 5]
     # the table is directed: 3 is not listed for 4
     assert electra_eval.masked_lm_counts(torch.tensor([[3]]), torch.tensor([[4]]), torch.tensor([[True]]),
@@ -171,18 +183,16 @@ def test_replaced_token_labels_on_a_crafted_batch():
     corrupted, _ = electra_eval.replaced_token_labels(input_ids, positions, torch.tensor([[True, False]]),
                                                       torch.tensor([[7, 9]]), torch.tensor([[False, False]]))
     assert corrupted.tolist() == [[1, 7, 3, 4]]  # a padding row writes its own token back
-    table = table_from_pairs([(2, 7)], 10)
-    assert electra_eval.synonym_replacements(input_ids, corrupted, table).tolist() == [[False, True, False, False]]
 
 
 def test_rtd_scores_by_hand():
     logits = torch.tensor([2.0, -1.0, 0.5, -3.0, 0.0])
     labels = torch.tensor([True, False, False, False, True])
-    synonym_rows = torch.tensor([False, True, True, False, False])
+    synonym_rows = torch.tensor([False, True, True, False, True])
     scores, reasons = electra_eval.rtd_scores(logits, labels, synonym_rows)
-    # predicted replaced: T F T F F -> right on 0, 1, 3 -> 3/5; AUC: positives 2.0, 0.0 vs negatives -1, .5, -3:
-    # 2.0 beats all 3, 0.0 beats -1 and -3 -> 5/6; synonym rows -1 (original), 0.5 (replaced) -> 1/2
-    assert scores == {"rtd_accuracy": 0.6, "rtd_auc": pytest.approx(5 / 6), "rtd_synonym_original": 0.5}
+    # predicted replaced (logit > 0): T F T F F -> right on 0, 1, 3 -> 3/5; AUC: positives 2.0, 0.0 vs negatives
+    # -1, .5, -3: 2.0 beats all 3, 0.0 beats -1 and -3 -> 5/6; synonym rows -1, 0.0 (original), 0.5 -> 2/3
+    assert scores == {"rtd_accuracy": 0.6, "rtd_auc": pytest.approx(5 / 6), "rtd_synonym_original": 2 / 3}
     assert reasons == {}
     scores, reasons = electra_eval.rtd_scores(logits, torch.zeros(5, dtype=torch.bool), torch.zeros(5, dtype=bool))
     assert scores["rtd_auc"] is None and scores["rtd_synonym_original"] is None and scores["rtd_accuracy"] == 0.6
@@ -197,7 +207,9 @@ def four_words(tmp_path):
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     angle = math.radians(10)
     embeddings = torch.zeros(len(vocab), 2)
-    embeddings[5:9] = torch.tensor([[1.0, 0.0], [math.cos(angle), math.sin(angle)], [0.0, 1.0], [-1.0, 0.0]])
+    # unit directions at 0°, 10°, 90°, 180° with lengths 1, 0.1, 20, 1 (a dot product would rank them otherwise)
+    embeddings[5:9] = torch.tensor([[1.0, 0.0], [0.1 * math.cos(angle), 0.1 * math.sin(angle)], [0.0, 20.0],
+                                    [-1.0, 0.0]])
     return tokenizer, embeddings
 
 
