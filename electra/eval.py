@@ -76,6 +76,9 @@ def resolve_model(model_dir) -> tuple[Path | None, Path | None]:
         ValueError: it holds neither half (the message says what was expected).
     """
     model = Path(model_dir).expanduser()
+    if not model.is_dir():
+        raise FileNotFoundError(f"--model: {'not a directory' if model.exists() else 'no such directory'}: "
+                                f"{str(model_dir)!r}; {_EXPECTED}")
     try:
         generator = _generator_dir(model)  # final/generator, or the directory itself when it has a config
     except ValueError:
@@ -333,7 +336,9 @@ def _evaluate(model_dir, *, corpus, max_seq_length, max_batches, batch_size, syn
 
 def evaluate_model(model_dir, *, corpus=None, max_seq_length: int = 128, max_batches: int | None = 8,
                    batch_size: int = 32, synonyms=None, seed: int = 0, progress: bool = True) -> dict:
-    """Evaluate an electra-pretrain export on held-out text (see the module docstring for each score).
+    """Evaluate an electra-pretrain export on held-out text (see the module docstring for each score): MLM
+    accuracy from the generator's argmax, the false-negative ratios and the RTD inputs from its Gumbel samples
+    (the ELECTRA setting, as electra-fn-stats and pre-training).
 
     Args:
         model_dir: ``OUTPUT_DIR/final``, or a generator or discriminator directory.
