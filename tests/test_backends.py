@@ -195,19 +195,29 @@ def test_samples_are_bit_identical_across_cpu_backends():
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_sampling_chi_square_against_softmax(backend, temperature):
-    """Counts of Gumbel-max samples of one fixed row follow softmax(z / T) (fixed seed: deterministic)."""
+    """Counts of Gumbel-max samples of one fixed row follow softmax(z / T) (fixed seed: deterministic).
+
+    Triton runs under the CPU interpreter here (27 s for 20,000 rows), so it draws the first 2,000 rows only and
+    must match the reference backend's draws on them bit for bit: with the reference passing the full test, the
+    Triton samples then follow the same distribution."""
     scipy_stats = pytest.importorskip("scipy.stats")
     z = torch.tensor([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2])
-    draws = 20_000
-    labels = torch.zeros(draws, dtype=torch.long)
-    # hidden rows z through an identity head: every row's logits are z
-    pred = tnops.linear_mlm_loss(z.expand(draws, -1), torch.eye(8), labels, prediction="sample",
-                                 temperature=temperature, seed=1234, backend=backend).predictions
-    counts = torch.bincount(pred, minlength=z.numel()).double()
+
+    def draw(n, name):  # hidden rows z through an identity head: every row's logits are z; row ids 0..n-1
+        return tnops.linear_mlm_loss(z.expand(n, -1), torch.eye(8), torch.zeros(n, dtype=torch.long),
+                                     prediction="sample", temperature=temperature, seed=1234,
+                                     backend=name).predictions
+
+    draws = 2_000 if backend == "triton" else 20_000
+    pred = draw(draws, backend)
+    if backend == "triton":
+        assert torch.equal(pred.cpu(), draw(draws, "reference"))
+    counts = torch.bincount(pred.cpu(), minlength=z.numel()).double()
     expected = torch.softmax(z.double() / temperature, 0) * draws
     assert scipy_stats.chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
-    wrong = torch.softmax(z.double() / (temperature + 1.0), 0) * draws  # the test can tell a wrong temperature
-    assert scipy_stats.chisquare(counts.numpy(), wrong.numpy()).pvalue < 1e-6
+    if backend != "triton":  # the test can tell a wrong temperature (2,000 draws are too few for p < 1e-6)
+        wrong = torch.softmax(z.double() / (temperature + 1.0), 0) * draws
+        assert scipy_stats.chisquare(counts.numpy(), wrong.numpy()).pvalue < 1e-6
 
 
 def test_row_ids_make_split_batches_draw_like_one_batch(backend):
