@@ -358,6 +358,9 @@ def compare(args) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("electra-compare runs in one process; under torchrun, run electra-pretrain per variant")
     out = prepare_output_directory(args.output_dir, argument="--output-dir")
+    if args.pretrain.corpus_pattern:  # evaluate_model takes no pattern: it reads the folder's default files
+        print("electra-compare: warning: --corpus-pattern is not passed to the evaluation, which reads the corpus "
+              "folder's default files (*.txt and extension-less); its held-out split may differ", file=sys.stderr)
     tables = _tables(args, out)
     runs = [(variant, seed) for variant in args.variants for seed in args.seeds]
     progress = None
