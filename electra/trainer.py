@@ -145,6 +145,7 @@ def setup_run(args) -> TrainingRun:
         remove_stale_temporaries(output_dir / "checkpoint.pt")  # left by a run killed mid-save
     pretrained = None
     if getattr(args, "init_from", None) or getattr(args, "generator_from", None):  # sizes, tokenizer: checkpoints
+        torch.manual_seed(derive_seed("torch", args.seed, rank))  # a head the checkpoint lacks starts from the seed
         pretrained = init_from.load_pretrained(getattr(args, "init_from", None), getattr(args, "generator_from", None),
                                                args.tokenizer, args.dropout)
     tokenizer = pretrained.tokenizer if pretrained else load_tokenizer(args.tokenizer)

@@ -66,6 +66,22 @@ def test_a_run_reports_ratios_examples_and_summary(setup, tmp_path, capsys):
                                generator.electra.embeddings.word_embeddings.weight)
 
 
+def test_a_headless_checkpoint_gets_the_same_fresh_head_from_the_same_seed(setup, tmp_path):
+    """BertModel has no MLM head: the generator's fresh head is initialised from --seed, so two runs of one command
+    start (and end) alike, as electra-compare's variants must."""
+    root, bert = setup
+    bert.bert.save_pretrained(tmp_path / "bert_model")
+    heads = []
+    for run in ("a", "b"):
+        argv = ["--preset", "tiny", "--generator-from", str(tmp_path / "bert_model"), "--max-seq-length", str(SEQ),
+                "--batch-size", "4", "--max-steps", "1", "--synonyms", str(root / "synonyms.pt"), "--cache-dir",
+                str(root / "cache"), "--output-dir", str(tmp_path / run), "--no-progress", "--eval-batches", "0"]
+        assert pretrain.main(argv) == 0
+        generator = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / run / "final" / "generator")
+        heads.append(generator.generator_predictions.dense.weight)
+    torch.testing.assert_close(heads[0], heads[1], rtol=0, atol=0)
+
+
 def test_other_architectures_are_refused_in_one_line(setup, tmp_path, capsys):
     root, _ = setup
     config = transformers.RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
