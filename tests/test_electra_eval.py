@@ -26,7 +26,7 @@ WORDS = ("the cat sat on a mat while the dog ran to the park and a bird sang in 
          "because people like quiet mornings with coffee bread and music before work starts in the city").split()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """electra-pretrain's export of 2 tiny steps on a small corpus, with a dense synonym table (every corpus word
     lists ids 1000..15999, half the vocabulary), so sampled synonyms and hard corrections do occur."""
@@ -43,10 +43,11 @@ def export(tmp_path_factory):
     table.save(root / "synonyms.pt")
     with pytest.MonkeyPatch.context() as patch:  # the data cache in tmp, for pre-training and evaluation alike
         patch.setattr("electra.dataset.default_cache_dir", lambda: root / "cache")
-        patch.setattr("electra.trainer.plot_history", lambda history, path: path)  # matplotlib: seconds, untested
-        code = pretrain.main(["--preset", "tiny", "--max-steps", "2", "--max-seq-length", str(SEQ), "--batch-size",
-                              "4", "--eval-batches", "0", "--no-progress", "--output-dir", str(root / "run"),
-                              "--corpus", str(corpus), "--synonyms", str(root / "synonyms.pt")])
+        with pytest.MonkeyPatch.context() as plot:  # matplotlib: seconds, untested here; undone before the tests
+            plot.setattr("electra.trainer.plot_history", lambda history, path: path)
+            code = pretrain.main(["--preset", "tiny", "--max-steps", "2", "--max-seq-length", str(SEQ),
+                                  "--batch-size", "4", "--eval-batches", "0", "--no-progress", "--output-dir",
+                                  str(root / "run"), "--corpus", str(corpus), "--synonyms", str(root / "synonyms.pt")])
         assert code == 0
         yield {"final": root / "run" / "final", "corpus": str(corpus), "root": root, "tokenizer": tokenizer,
                "summary": json.loads((root / "run" / "summary.json").read_text())}
