@@ -62,6 +62,32 @@ def test_chunking_does_not_change_results(monkeypatch):
         torch.testing.assert_close(o.loss, outs[0].loss, rtol=1e-6, atol=0)
 
 
+def test_xlmr_vocabulary_matches_the_reference():
+    """V = 250,002 (XLM-R) at a reduced N: loss, every gradient, samples and corrections against float64."""
+    torch.manual_seed(0)
+    n, vocab, width = 40, 250002, 16
+    hidden = torch.randn(n, width)
+    weight = torch.randn(vocab, width) * width**-0.5
+    bias = torch.randn(vocab) * 0.1
+    labels = torch.randint(0, vocab, (n,))
+    labels[::7] = -100
+    pairs = torch.randint(0, vocab, (2, 4 * vocab))
+    table = tnops.SynonymTable.from_pairs(pairs[0], pairs[1], vocab)
+    check_backend("native", hidden, weight, bias, labels, synonyms=table, prediction="sample", seed=9,
+                  sr_weight=0.5)
+
+
+def test_chunks_are_never_shorter_than_the_gemm_floor(monkeypatch):
+    """At XLM-R's vocabulary a 64 MB chunk would hold 67 rows, and every chunk re-reads all of W and dW: the native
+    backend takes at least NATIVE_MIN_CHUNK_ROWS rows; TNOPS_CHUNK_ROWS still overrides."""
+    from tnops.backends import native
+    monkeypatch.delenv("TNOPS_CHUNK_ROWS", raising=False)
+    assert native._chunk_rows(250002) == backends.NATIVE_MIN_CHUNK_ROWS == 256
+    assert native._chunk_rows(30522) == (1 << 24) // 30522
+    monkeypatch.setenv("TNOPS_CHUNK_ROWS", "5")
+    assert native._chunk_rows(250002) == 5
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_confident_head_within_rtol(dtype):
     """A trained head (hidden ≈ c·W[gold], p(gold) → 1) in float32/float64: dz = (coef/s)·e' with the gold entry of

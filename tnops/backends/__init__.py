@@ -37,6 +37,10 @@ _MODULES = {
 _DEFAULTS = {"cuda": ("triton", "torch"), "cpu": ("native", "torch")}
 CHUNK_ELEMENTS = 1 << 22         # the torch backend's chunk: 16 MB of fp32 logits
 NATIVE_CHUNK_ELEMENTS = 1 << 24  # the native backend's: 64 MB, as its GEMMs gain from taller chunks
+# ...and never fewer rows than this: each chunk's GEMMs re-read (and pack) all of W and read-modify-write all of dW,
+# so at XLM-R's V = 250,002 the 67-row chunks of 64 MB cost ~1.7x the GEMM time of 256-row ones.  The logits
+# buffer is then 256·V floats (256 MB at V = 250,002: dW's own size at E = 256).
+NATIVE_MIN_CHUNK_ROWS = 256
 _loaded: dict[str, ModuleType | str] = {}
 
 
@@ -116,8 +120,9 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def chunk_rows(vocab_size: int, elements: int = CHUNK_ELEMENTS) -> int:
-    """Rows per chunk so one chunk of logits holds about ``elements`` values (``TNOPS_CHUNK_ROWS`` overrides)."""
+def chunk_rows(vocab_size: int, elements: int = CHUNK_ELEMENTS, min_rows: int = 1) -> int:
+    """Rows per chunk so one chunk of logits holds about ``elements`` values, at least ``min_rows``
+    (``TNOPS_CHUNK_ROWS`` overrides both)."""
     env = os.environ.get("TNOPS_CHUNK_ROWS", "").strip()
     largest = 2**31 - 1
     if env:
@@ -128,4 +133,4 @@ def chunk_rows(vocab_size: int, elements: int = CHUNK_ELEMENTS) -> int:
             raise ValueError(f"TNOPS_CHUNK_ROWS={env!r}: expected a positive integer (ASCII digits) in "
                              f"[1, {largest}]")
         return int(env)
-    return max(1, elements // max(vocab_size, 1))
+    return max(1, min_rows, elements // max(vocab_size, 1))

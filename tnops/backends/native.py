@@ -37,7 +37,7 @@ def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
 
 
 def _chunk_rows(vocab: int) -> int:
-    return backends.chunk_rows(vocab, backends.NATIVE_CHUNK_ELEMENTS)
+    return backends.chunk_rows(vocab, backends.NATIVE_CHUNK_ELEMENTS, backends.NATIVE_MIN_CHUNK_ROWS)
 
 
 def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
