@@ -71,8 +71,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def bench_results(request):
-    """``{case id: runner.Result}`` of every selected case (and the floors they need), measured once per session;
-    cases that cannot run here map to a ``str``, the reason."""
+    """``{case id: runner.Result}`` of every selected case (and the floors they need), measured once per session."""
     import runner
 
     config = request.config
@@ -84,17 +83,8 @@ def bench_results(request):
     wanted = [cases.Case.from_id(item.callspec.params["case_id"]) for item in request.session.items
               if "case_id" in getattr(getattr(item, "callspec", None), "params", {})]
     wanted = list(dict.fromkeys([case.floor for case in wanted] + wanted))
-    out: dict = {}
-    runnable = []
-    for case in wanted:
-        reason = cases.unavailable(case, where, config.getoption("--bench-emulated-half"))
-        if reason is None:
-            runnable.append(case)
-        else:
-            out[case.id] = reason
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():  # the progress bar reaches the terminal
-        out.update(runner.run(runnable, where, rounds, iterations, config.getoption("--bench-setup-jobs"),
-                              config.getoption("--bench-timeout"), not config.getoption("--bench-no-progress"),
-                              config.getoption("--bench-max-time")))
-    return out
+        return runner.run(wanted, where, rounds, iterations, config.getoption("--bench-setup-jobs"),
+                          config.getoption("--bench-timeout"), not config.getoption("--bench-no-progress"),
+                          config.getoption("--bench-max-time"), config.getoption("--bench-emulated-half"))

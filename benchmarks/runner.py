@@ -35,8 +35,9 @@ PREFIX = "@@bench "
 
 @dataclass
 class Result:
-    """What one case gave: ``status`` ``"ok"`` (timed), ``"failed"`` (disagrees with the reference) or ``"error"``
-    (its process failed); per round: ``times`` (seconds per call), ``peak_mb`` and ``started`` (Unix time)."""
+    """What one case gave: ``status`` ``"ok"`` (timed), ``"skipped"`` (cannot run here: ``reason`` says why),
+    ``"failed"`` (disagrees with the reference) or ``"error"`` (its process failed); per round: ``times``
+    (seconds per call), ``peak_mb`` and ``started`` (Unix time)."""
 
     case: cases.Case
     status: str = "error"
@@ -151,9 +152,11 @@ class Worker:
 
 
 def run(selected: list[cases.Case], device: str, rounds: int, iterations: int, setup_jobs: int = 1,
-        timeout: float = 1800.0, progress: bool = True, max_time: float = 0.0) -> dict[str, Result]:
+        timeout: float = 1800.0, progress: bool = True, max_time: float = 0.0,
+        emulated_half: bool = False) -> dict[str, Result]:
     """Set up, check and time ``selected`` (case list; floors are not added here) -> ``{case id: Result}``.
 
+    ``emulated_half``: run half-precision cases on a CPU without native half matmuls too (``cases.unavailable``).
     ``max_time`` > 0: no further round of a shape starts once the seconds spent on the shape (set-up included)
     plus those of its last round would exceed it (the first round always runs), so a slow machine gets fewer
     rounds rather than a run of unbounded length.
@@ -172,26 +175,35 @@ def run(selected: list[cases.Case], device: str, rounds: int, iterations: int, s
         try:
             for shape in shapes:
                 _run_shape([c for c in selected if c.shape == shape], results, device, rounds, iterations,
-                           setup_jobs, timeout, Path(tmp), bar, zygote, max_time)
+                           setup_jobs, timeout, Path(tmp), bar, zygote, max_time, emulated_half)
         finally:
             if zygote is not None:
                 zygote.close()
     return results
 
 
+def another_round_overruns(round_index: int, elapsed: float, last_round: float, max_time: float) -> bool:
+    """Whether round ``round_index`` (0-based) would end past ``max_time`` seconds of a shape (0: no limit) when
+    ``elapsed`` seconds are spent and a round takes ``last_round``; the first round always runs."""
+    return bool(round_index and max_time and elapsed + last_round > max_time)
+
+
 def _run_shape(selected, results, device, rounds, iterations, setup_jobs, timeout, tmp: Path, bar, zygote,
-               max_time) -> None:
+               max_time, emulated_half) -> None:
     workers: dict[str, Worker] = {}
     began = time.monotonic()
 
     def set_up(case: cases.Case):
         result = results[case.id]
         try:
-            worker = Worker(["case", case.id, "--device", device, "--iterations", str(iterations), "--summary",
-                             str(tmp / f"{case.id}.pt")], tmp / f"{case.id}.log", timeout, zygote)
-            workers[case.id] = worker
+            args = ["case", case.id, "--device", device, "--iterations", str(iterations), "--summary",
+                    str(tmp / f"{case.id}.pt")] + (["--emulated-half"] if emulated_half else [])
+            worker = workers[case.id] = Worker(args, tmp / f"{case.id}.log", timeout, zygote)
             ready = worker.ask()
-            result.first_call_s, result.env, result.status = ready["first_call_s"], ready["env"], "ok"
+            if "skip" in ready:
+                result.status, result.reason = "skipped", ready["skip"]
+            else:
+                result.first_call_s, result.env, result.status = ready["first_call_s"], ready["env"], "ok"
         except RuntimeError as error:
             result.reason = f"set-up failed: {error}"
         bar.set_postfix_str(f"set up {case.id}")
@@ -203,7 +215,7 @@ def _run_shape(selected, results, device, rounds, iterations, setup_jobs, timeou
         _check(selected, results, device, timeout, tmp, bar, zygote)
         last_round = 0.0
         for round_index in range(rounds):
-            if round_index and max_time and time.monotonic() - began + last_round > max_time:
+            if another_round_overruns(round_index, time.monotonic() - began, last_round, max_time):
                 bar.update(len([c for c in selected if results[c.id].status == "ok"]) * (rounds - round_index))
                 break
             round_began = time.monotonic()

@@ -61,13 +61,13 @@ def extra_info(result, floor) -> dict:
 def test_lm_head(benchmark, case_id, bench_results):
     case = cases.Case.from_id(case_id)
     result = bench_results[case.id]
-    if isinstance(result, str):
-        pytest.skip(result)
+    if result.status == "skipped":
+        pytest.skip(result.reason)
     if result.status != "ok":
         pytest.fail(f"{case.id}: {result.reason}", pytrace=False)
     floor = bench_results.get(case.floor.id)
     benchmark.group = f"{case.shape} {case.dtype} {case.mode}"
-    benchmark.extra_info.update(extra_info(result, floor if not isinstance(floor, str) else None))
+    benchmark.extra_info.update(extra_info(result, floor))
     if not result.times:
         pytest.skip("--bench-rounds 0: set up and checked, not timed")
     benchmark._timer = PlayBack(result.times)  # private: see the module docstring

@@ -3,9 +3,10 @@
 It speaks JSON lines: every answer is one ``@@bench {...}`` line on stdout (anything else a library prints is
 ignored), every command one line on stdin.
 
-    worker.py case CASE_ID --device D --iterations K --summary PATH
-        builds the inputs, makes the first call (warm-up: compilation, allocator pools, oneDNN primitives) with
-        fresh gradients, saves its summary for the checker to PATH, answers {"ready": true, "first_call_s", "env"};
+    worker.py case CASE_ID --device D --iterations K --summary PATH [--emulated-half]
+        answers {"skip": reason} when the case cannot run here (``cases.unavailable``); else builds the inputs,
+        makes the first call (warm-up: compilation, allocator pools, oneDNN primitives) with fresh gradients,
+        saves its summary for the checker to PATH, answers {"ready": true, "first_call_s", "env"};
         then "time" -> {"seconds": per call, "peak_mb", "started": Unix time}: K calls, gradients zeroed before
         and freed after (so a timed backward accumulates into existing gradients, and an idle process holds only
         its inputs); "exit".
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import signal
@@ -109,7 +109,11 @@ def environment(case: cases.Case, device: str) -> dict:
     return env
 
 
-def serve_case(case: cases.Case, device: str, iterations: int, summary_path: str) -> None:
+def serve_case(case: cases.Case, device: str, iterations: int, summary_path: str, emulated_half: bool) -> None:
+    reason = cases.unavailable(case, device, emulated_half)
+    if reason is not None:
+        answer(skip=reason)
+        return
     inputs = cases.make_inputs(case.shape, case.dtype, device, synonyms=case.objective == "tn")
     leaves = inputs[:3]
     fn = cases.loss_function(case, inputs, device)
@@ -136,6 +140,8 @@ def serve_case(case: cases.Case, device: str, iterations: int, summary_path: str
     del out
     for leaf in leaves:
         leaf.grad = None
+    gc.collect()
+    gc.freeze()  # what set-up made (compiled graphs, modules) is never traced again: later collections are cheap
     answer(ready=True, first_call_s=first_call_s, env=environment(case, device))
     for line in sys.stdin:
         command = line.strip()
@@ -182,8 +188,6 @@ def serve_checker(shape: str, device: str) -> None:
 def serve_zygote(fd: int) -> None:
     import tnops  # noqa: F401  (with torch._dynamo: the imports every child would repeat)
 
-    if importlib.util.find_spec("cut_cross_entropy") is not None:
-        import cut_cross_entropy  # noqa: F401
     channel = socket.socket(fileno=fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the children are reaped by the kernel
     channel.send(b"ready")
@@ -220,12 +224,14 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--summary", default=None)
+    parser.add_argument("--emulated-half", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.role == "zygote":
             serve_zygote(int(args.target))
         elif args.role == "case":
-            serve_case(cases.Case.from_id(args.target), args.device, args.iterations, args.summary)
+            serve_case(cases.Case.from_id(args.target), args.device, args.iterations, args.summary,
+                       args.emulated_half)
         else:
             serve_checker(args.target, args.device)
     except Exception as error:  # reported to the runner, which fails the case's test with it
