@@ -29,7 +29,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-setup-jobs", type=int, default=1,
                     help="case processes setting up at once (before any timing; default 1)")
     group.addoption("--bench-max-time", type=float, default=0.0,
-                    help="seconds per shape after which no further round starts (0: no limit; one round always)")
+                    help="seconds for the run: each shape gets an equal share of what is left when it starts, and no "
+                         "round starts that would end past it (0: no limit; the first round always runs)")
     group.addoption("--bench-timeout", type=float, default=1800.0, help="seconds to wait for one answer of a case")
     group.addoption("--bench-emulated-half", action="store_true",
                     help="run bf16/fp16 cases on a CPU without native half matmuls too (skipped by default)")

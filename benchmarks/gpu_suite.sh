@@ -4,10 +4,16 @@
 # (PYTHONPATH=., nothing installed: the device image has torch, triton, transformers and pytest-benchmark).
 #
 #   bash benchmarks/gpu_suite.sh tests   # Triton kernels compiled for real: fp32/bf16/fp16 tests, torch.compile
-#   bash benchmarks/gpu_suite.sh bench   # fwd+bwd timings and peak memory at the ELECTRA-small and -base shapes
+#   bash benchmarks/gpu_suite.sh bench   # the benchmark suite's GPU set (one command, < 10 minutes): shapes a_bert,
+#                                        # b_xlmr, c_base, modernbert in bf16, a_bert in fp32; fwd+bwd, CE and TN;
+#                                        # eager, torch.compile, F.linear_cross_entropy, Cut Cross-Entropy, Liger,
+#                                        # tnops triton; then report.md and the plots
 #   bash benchmarks/gpu_suite.sh         # both (may take longer than one 10-minute device command)
 #
 # Then paste the tables that benchmarks/report.py prints into benchmarks/RESULTS.md with the device and date.
+# Cut Cross-Entropy and Liger-Kernel are skipped (with the reason) where they are not installed; on a machine without
+# network, put their wheels in $PEER_WHEELS (default benchmarks/out/wheels: git-ignored, so carry it) and they are
+# installed from there (pip download --no-deps cut-cross-entropy liger-kernel -d benchmarks/out/wheels).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${RESULTS_DIR:-benchmarks/out}
@@ -27,14 +33,16 @@ if [ "$stage" = tests ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = bench ] || [ "$stage" = all ]; then
-  for shape in "2432 128 small" "20224 768 base"; do
-    set -- $shape
-    BENCH_N=$1 BENCH_E=$2 BENCH_DTYPE=bfloat16 $py -m pytest -q benchmarks/test_bench_mlm.py \
-      --benchmark-json "$out/bench_$3_bf16.json" 2>&1 | tail -n 25 | tee "$out/bench_$3_bf16.txt"
-    $py benchmarks/memory.py --device cuda --dtype bfloat16 --n "$1" --width "$2" --out "$out" 2>&1 \
-      | tee "$out/memory_$3.txt"
-  done
-  $py benchmarks/report.py "$out" | tee "$out/report.md"
+  wheels=${PEER_WHEELS:-benchmarks/out/wheels}
+  if ls "$wheels"/*.whl >/dev/null 2>&1; then $py -m pip install -q --no-deps --no-index "$wheels"/*.whl || true; fi
+  # Set-up (imports, compilation, the first checked call) runs 8 cases at once; the timed rounds one case at a
+  # time, interleaved.  Two compile threads per process: 8 processes share the 16 cores.
+  TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2} $py -m pytest benchmarks -p no:cacheprovider -q -rs \
+    --bench-device cuda --bench-shapes a_bert,b_xlmr,c_base,modernbert --bench-dtypes bf16,fp32 \
+    --bench-providers floor,eager,compiled,linear_ce,cce,liger,tnops_triton -m "bf16 or a_bert" \
+    --bench-setup-jobs 8 --bench-rounds 10 --bench-iterations 10 --bench-max-time 420 \
+    --benchmark-json "$out/gpu.json" 2>&1 | tail -n 40 | tee "$out/bench.txt"
+  $py benchmarks/report.py "$out/gpu.json" --out "$out" | tee "$out/report_gpu.md"
 fi
 [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$out" .
 exit 0

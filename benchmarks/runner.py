@@ -157,9 +157,10 @@ def run(selected: list[cases.Case], device: str, rounds: int, iterations: int, s
     """Set up, check and time ``selected`` (case list; floors are not added here) -> ``{case id: Result}``.
 
     ``emulated_half``: run half-precision cases on a CPU without native half matmuls too (``cases.unavailable``).
-    ``max_time`` > 0: no further round of a shape starts once the seconds spent on the shape (set-up included)
-    plus those of its last round would exceed it (the first round always runs), so a slow machine gets fewer
-    rounds rather than a run of unbounded length.
+    ``max_time`` > 0, seconds for the whole run: each shape gets an equal share of the time left when it starts,
+    and no further round of it starts once the time spent on it (set-up included) plus its last round's would pass
+    its share (the first round always runs), so a slow machine gets fewer rounds rather than a run of unbounded
+    length, and a fast first shape leaves more time to the next.
     """
     from tqdm import tqdm
 
@@ -172,24 +173,27 @@ def run(selected: list[cases.Case], device: str, rounds: int, iterations: int, s
     with tempfile.TemporaryDirectory(prefix="tnops-bench-") as tmp, \
             tqdm(total=total, desc="benchmark", unit="step", disable=not progress, file=sys.stderr) as bar:
         zygote = Zygote(Path(tmp) / "zygote.log", timeout) if device == "cpu" and selected else None
+        began = time.monotonic()
         try:
-            for shape in shapes:
+            for index, shape in enumerate(shapes):
+                left = max_time - (time.monotonic() - began)
+                share = max(left / (len(shapes) - index), 1e-9) if max_time else 0.0  # 0: no limit
                 _run_shape([c for c in selected if c.shape == shape], results, device, rounds, iterations,
-                           setup_jobs, timeout, Path(tmp), bar, zygote, max_time, emulated_half)
+                           setup_jobs, timeout, Path(tmp), bar, zygote, share, emulated_half)
         finally:
             if zygote is not None:
                 zygote.close()
     return results
 
 
-def another_round_overruns(round_index: int, elapsed: float, last_round: float, max_time: float) -> bool:
-    """Whether round ``round_index`` (0-based) would end past ``max_time`` seconds of a shape (0: no limit) when
-    ``elapsed`` seconds are spent and a round takes ``last_round``; the first round always runs."""
-    return bool(round_index and max_time and elapsed + last_round > max_time)
+def another_round_overruns(round_index: int, elapsed: float, last_round: float, share: float) -> bool:
+    """Whether round ``round_index`` (0-based) would end past a shape's ``share`` of seconds (0: no limit) when
+    ``elapsed`` seconds are spent on it and a round takes ``last_round``; the first round always runs."""
+    return bool(round_index and share and elapsed + last_round > share)
 
 
 def _run_shape(selected, results, device, rounds, iterations, setup_jobs, timeout, tmp: Path, bar, zygote,
-               max_time, emulated_half) -> None:
+               share, emulated_half) -> None:
     workers: dict[str, Worker] = {}
     began = time.monotonic()
 
@@ -213,9 +217,12 @@ def _run_shape(selected, results, device, rounds, iterations, setup_jobs, timeou
         with ThreadPoolExecutor(max_workers=setup_jobs) as pool:
             list(pool.map(set_up, selected))
         _check(selected, results, device, timeout, tmp, bar, zygote)
+        for case in selected:  # what will not be timed gives its memory back now
+            if results[case.id].status != "ok" and case.id in workers:
+                workers[case.id].close()
         last_round = 0.0
         for round_index in range(rounds):
-            if another_round_overruns(round_index, time.monotonic() - began, last_round, max_time):
+            if another_round_overruns(round_index, time.monotonic() - began, last_round, share):
                 bar.update(len([c for c in selected if results[c.id].status == "ok"]) * (rounds - round_index))
                 break
             round_began = time.monotonic()
