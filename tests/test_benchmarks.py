@@ -111,6 +111,18 @@ def test_reference_check_catches_a_wrong_loss_gradient_row_or_prediction(name, c
     assert any(failure.startswith(f"{name}: relative error") for failure in failures), (errors, failures)
 
 
+def test_a_case_that_disagrees_with_the_reference_fails_its_benchmark_test_and_is_not_timed():
+    import test_bench_lm_head as suite
+
+    case = cases.Case("tiny", "fp32", "fwdbwd", "tn", "eager")
+    failed = runner.Result(case, status="failed", reason="disagrees with the float64 reference: dw: relative error 1")
+    with pytest.raises(pytest.fail.Exception, match="tiny-fp32-fwdbwd-tn-eager: disagrees with the float64"):
+        suite.test_lm_head(None, case.id, {case.id: failed})  # no benchmark fixture: it must not get that far
+    skipped = runner.Result(case, status="skipped", reason="not here")
+    with pytest.raises(pytest.skip.Exception, match="not here"):
+        suite.test_lm_head(None, case.id, {case.id: skipped})
+
+
 def test_report_ratios_and_table_by_hand(tmp_path):
     def bench(provider, objective, dtype, median, peak):
         return {"stats": {"median": median}, "extra_info": {
