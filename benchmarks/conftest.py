@@ -38,6 +38,13 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    for option, low in (("--bench-rounds", 0), ("--bench-iterations", 1), ("--bench-setup-jobs", 1),
+                        ("--bench-max-time", 0), ("--bench-timeout", 1)):
+        value = config.getoption(option)
+        if value is not None and value < low:
+            raise pytest.UsageError(f"{option}: expected a number >= {low}, got {value}")
+    for name in _CHOICES:
+        _names(config, name)  # a usage error now, not a collection error later
     names = {*cases.SHAPES, *cases.DTYPES, *cases.MODES, *cases.OBJECTIVES, *cases.PROVIDERS, "floor"}
     for name in sorted(names):
         config.addinivalue_line("markers", f"{name}: tnops benchmark cases of {name}")

@@ -53,6 +53,10 @@ def _ratio(a, b) -> str:
     return f"{a / b:.2f}" if a and b else ""
 
 
+def _megabytes(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.3f} s" if value >= 1 else f"{value * 1e3:.2f} ms"
 
@@ -76,7 +80,7 @@ def shape_table(rows: list[dict], header: dict) -> str:
         lines.append(
             f"| {cases.PROVIDERS[row['provider']][1]} | {objective} | {row['mode']} | {row['dtype']} | "
             f"{_seconds(row['median_s'])} | {f'{x_floor:.2f}' if x_floor else ''} | "
-            f"{_ratio(row['median_s'], compiled and compiled['median_s'])} | {row['peak_extra_mb']:.0f} | "
+            f"{_ratio(row['median_s'], compiled and compiled['median_s'])} | {_megabytes(row['peak_extra_mb'])} | "
             f"{_ratio(row['peak_extra_mb'], compiled and compiled['peak_extra_mb'])} | "
             f"{row['N'] / row['median_s']:,.0f} |")
         fp32 = by_key.get(("fp32", row["mode"], row["objective"], row["provider"]))
