@@ -211,8 +211,8 @@ def eager_cross_entropy(hidden, weight, bias, labels):
 
 
 def loss_function(case: Case, inputs, device: str):
-    """A zero-argument callable computing ``case``'s loss on ``inputs`` -> ``(loss, predictions or None)``;
-    for the floor -> None (it computes the matmuls only).  Raises ValueError when the provider cannot serve."""
+    """A zero-argument callable computing ``case``'s loss on ``inputs`` -> ``(loss, predictions [N] or None)``; the
+    floor's returns None (it computes the matmuls only).  ``unavailable(case, device)`` must be None."""
     import torch
     import torch.nn.functional as F
 
