@@ -70,26 +70,40 @@ def test_suite_checks_and_times_every_cpu_provider_interleaved_and_the_report_re
     assert (tmp_path / "report" / "run_tiny.png").stat().st_size > 5_000
 
 
-def _native_summary(objective: str, corrupt=None):
-    """A tiny case's summary (tnops native, else torch backend), optionally corrupted before it is summarized."""
-    provider = "tnops_native" if cases.unavailable(cases.Case("tiny", "fp32", "fwdbwd", objective, "tnops_native"),
-                                                   "cpu") is None else "tnops_torch"
-    case = cases.Case("tiny", "fp32", "fwdbwd", objective, provider)
-    inputs = cases.make_inputs("tiny", "fp32", "cpu", synonyms=True)
-    loss, predictions = cases.loss_function(case, inputs, "cpu")()
-    loss.backward()
+@pytest.fixture(scope="module")
+def tiny_runs():
+    """objective -> (case, inputs after one forward+backward, loss, predictions, float64 inputs, full pass) of tnops
+    native (else the torch backend) at the tiny shape: made once, corrupted by copy in each test."""
+    runs = {}
+    for objective in ("ce", "tn"):
+        native = cases.Case("tiny", "fp32", "fwdbwd", objective, "tnops_native")
+        case = native if cases.unavailable(native, "cpu") is None else cases.Case("tiny", "fp32", "fwdbwd", objective,
+                                                                                  "tnops_torch")
+        inputs = cases.make_inputs("tiny", "fp32", "cpu", synonyms=True)
+        loss, predictions = cases.loss_function(case, inputs, "cpu")()
+        loss.backward()
+        double = (*(x.detach().double() for x in inputs[:3]), *inputs[3:])
+        runs[objective] = (case, inputs, loss.detach(), predictions, double, reference_check.full_pass(double))
+    return runs
+
+
+def _check(run, corrupt=None):
+    """``compare`` of a run's summary against the reference, after ``corrupt(loss, predictions, h, w, b)`` (which
+    returns the loss and predictions to report and may change the copies' gradients)."""
+    case, inputs, loss, predictions, double, full = run
+    leaves = [x.detach().clone().requires_grad_() for x in inputs[:3]]
+    for leaf, original in zip(leaves, inputs[:3]):
+        leaf.grad = original.grad.clone()
     if corrupt is not None:
-        loss, predictions = corrupt(loss, predictions, *inputs)
-    double = (*(x.detach().double() for x in inputs[:3]), *inputs[3:])
-    full = reference_check.full_pass(double)
-    got = reference_check.summarize(case, loss, predictions, inputs[:3])
-    return case, reference_check.compare(case, got, reference_check.reference_summary(double, full, objective,
-                                                                                      got["predictions"]))
+        loss, predictions = corrupt(loss, predictions, *leaves)
+    got = reference_check.summarize(case, loss, predictions, leaves)
+    return reference_check.compare(case, got, reference_check.reference_summary(double, full, case.objective,
+                                                                                got["predictions"]))
 
 
 @pytest.mark.parametrize("objective", ["ce", "tn"])
-def test_reference_check_passes_a_right_case(objective):
-    _, (errors, failures) = _native_summary(objective)
+def test_reference_check_passes_a_right_case(tiny_runs, objective):
+    errors, failures = _check(tiny_runs[objective])
     assert failures == [] and set(errors) == {"loss", "dh", "dw", "db"} and max(errors.values()) < 1e-5
 
 
@@ -99,15 +113,15 @@ def _scale_row(tensor, row, factor=1.05):
 
 
 @pytest.mark.parametrize("name, corrupt", [
-    ("loss", lambda loss, pred, *inputs: (loss * 1.001, pred)),
-    ("dw", lambda loss, pred, h, w, b, *rest: (_scale_row(w, 321), (loss, pred))[1]),  # one row of 500
-    ("dh", lambda loss, pred, h, w, b, *rest: (_scale_row(h, 7), (loss, pred))[1]),
-    ("db", lambda loss, pred, h, w, b, *rest: (_scale_row(b, 499), (loss, pred))[1]),
+    ("loss", lambda loss, pred, *leaves: (loss * 1.001, pred)),
+    ("dw", lambda loss, pred, h, w, b: (_scale_row(w, 321), (loss, pred))[1]),  # one row of 500, nobody's label
+    ("dh", lambda loss, pred, h, w, b: (_scale_row(h, 7), (loss, pred))[1]),
+    ("db", lambda loss, pred, h, w, b: (_scale_row(b, 499), (loss, pred))[1]),
     # the loss and gradients of the samples drawn, reported with other samples: caught through HC and SR
-    ("loss", lambda loss, pred, *inputs: (loss, torch.roll(pred, 1))),
+    ("loss", lambda loss, pred, *leaves: (loss, torch.roll(pred, 1))),
 ])
-def test_reference_check_catches_a_wrong_loss_gradient_row_or_prediction(name, corrupt):
-    case, (errors, failures) = _native_summary("tn", corrupt)
+def test_reference_check_catches_a_wrong_loss_gradient_row_or_prediction(tiny_runs, name, corrupt):
+    errors, failures = _check(tiny_runs["tn"], corrupt)
     assert any(failure.startswith(f"{name}: relative error") for failure in failures), (errors, failures)
 
 
