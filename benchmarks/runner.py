@@ -214,8 +214,8 @@ def _run_shape(selected, results, device, rounds, iterations, setup_jobs, timeou
         bar.update()
 
     try:
-        with ThreadPoolExecutor(max_workers=setup_jobs) as pool:
-            list(pool.map(set_up, selected))
+        with ThreadPoolExecutor(max_workers=setup_jobs) as pool:  # the compiling cases first: they take longest
+            list(pool.map(set_up, sorted(selected, key=lambda c: c.provider not in ("compiled", "cce"))))
         _check(selected, results, device, timeout, tmp, bar, zygote)
         for case in selected:  # what will not be timed gives its memory back now
             if results[case.id].status != "ok" and case.id in workers:
