@@ -24,12 +24,12 @@ import argparse
 import json
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from electra import metrics
 from electra.arguments import integer, number
 from electra.glue import TASKS, GlueExamples, GlueTask, get_task, load_glue
+from electra.init_from import quiet_transformers
 from tnops.cli import ToolArgumentParser, run_tool
 
 __all__ = ["TASKS", "finetune", "glue_metrics", "main", "primary_metric", "resolve_discriminator", "task_metrics"]
@@ -103,23 +103,6 @@ def resolve_discriminator(model) -> Path:
     return directory
 
 
-@contextmanager
-def _quiet_transformers():
-    """transformers' warnings (the fresh classifier's "newly initialized" notice: checked here instead) and its
-    weight-loading bar silenced."""
-    from transformers.utils import logging
-
-    verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bar:
-            logging.enable_progress_bar()
-
-
 def _load_classifier(directory: Path, spec: GlueTask):
     """``AutoModelForSequenceClassification`` of ``directory`` with ``spec.num_labels`` outputs; ValueError when a
     weight other than the new classifier's would be random (not a pre-trained encoder of this kind)."""
@@ -129,7 +112,7 @@ def _load_classifier(directory: Path, spec: GlueTask):
     labels = {} if spec.is_regression else {"id2label": dict(enumerate(spec.labels)),
                                              "label2id": {name: i for i, name in enumerate(spec.labels)}}
     try:
-        with _quiet_transformers():
+        with quiet_transformers():  # the fresh classifier's notice: checked here instead
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 directory, num_labels=spec.num_labels, local_files_only=True, dtype=torch.float32,
                 output_loading_info=True, **labels)
@@ -252,7 +235,7 @@ def finetune(model_dir, task, output_dir, *, data_dir=None, max_steps=None, epoc
         logging_strategy="steps" if progress else "no", logging_steps=10, disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available())
     started = time.perf_counter()
-    with _quiet_transformers():
+    with quiet_transformers():  # the fresh classifier's notice: checked here instead
         trainer = Trainer(model=model, args=arguments, train_dataset=train_set, eval_dataset=dev_set,
                           processing_class=tokenizer, compute_metrics=compute_metrics)
         if not progress:  # without bars the Trainer prints every log dict instead

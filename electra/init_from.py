@@ -90,7 +90,8 @@ def _electra_config(directory: Path, flag: str) -> dict:
 
 
 @contextmanager
-def _quiet_transformers():
+def quiet_transformers():
+    """transformers' warnings and weight-loading bar silenced inside the block (restored after)."""
     from transformers.utils import logging
 
     verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
@@ -114,7 +115,7 @@ def _load_half(cls, directory: Path, dropout: float | None, *, flag: str | None 
     config = _electra_config(directory, flag)
     options = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     try:
-        with _quiet_transformers():  # its load report and progress bar: a missing weight is an error here
+        with quiet_transformers():  # its load report and progress bar: a missing weight is an error here
             model, info = cls.from_pretrained(directory, local_files_only=True, dtype=torch.float32,
                                               output_loading_info=True, **options)
     except Exception as error:  # transformers raises OSError/ValueError/RuntimeError/... depending on the file
