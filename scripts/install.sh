@@ -29,9 +29,12 @@ fi
 # the compiled op is newer than its sources; a fresh clone always installs.
 if ! TNOPS_WANT_TEST="$want_test" "$PYTHON" - 2>/dev/null <<'PY'
 import glob, importlib.util, os, sys
+here = os.getcwd()
+os.chdir("/")  # import the installed tnops, not this checkout's by way of sys.path's ''
 import tnops
 root = os.path.dirname(os.path.dirname(os.path.abspath(tnops.__file__)))
-assert os.path.samefile(root, os.getcwd())
+assert os.path.samefile(root, here)
+os.chdir(here)
 sources = glob.glob("csrc/*.cpp") + glob.glob("csrc/*.h")
 if sources and os.environ.get("TNOPS_SKIP_NATIVE") != "1":
     built = glob.glob("tnops/_native*.so")
