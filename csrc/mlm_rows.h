@@ -71,6 +71,35 @@ void gumbel_block(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32_t k1, fl
   for (int64_t v = 0; v < kNoiseBlock; ++v) out[v] = word_to_gumbel(words[v]);
 }
 
+// The Philox words of vocabulary ids [4·quad0, 4·quad0 + kNoiseBlock) mapped to their uniforms u (word_to_gumbel's
+// first steps, exactly), and the ids whose u exceeds `u_floor`, in order: the only ones whose Gumbel noise
+// g = -log(-log u) (increasing in u) can exceed the bound the caller derived u_floor from.  Returns their count.
+TNOPS_TARGET_CLONES
+int64_t uniform_candidates(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32_t k1, double u_floor,
+                           float* u_out, int32_t* ids) {
+  constexpr int64_t kQuads = kNoiseBlock / 4;
+  uint32_t w0[kQuads], w1[kQuads], w2[kQuads], w3[kQuads];
+#pragma omp simd
+  for (int64_t q = 0; q < kQuads; ++q) {
+    uint32_t c0 = quad0 + static_cast<uint32_t>(q), c1 = row_key, c2 = 0u, c3 = 0u;
+    philox4x32_10(c0, c1, c2, c3, k0, k1);
+    w0[q] = c0; w1[q] = c1; w2[q] = c2; w3[q] = c3;
+  }
+  const float floor_f = static_cast<float>(u_floor);  // u are floats: u > u_floor  <=>  u > the float below it
+  const float below = floor_f > u_floor ? std::nextafter(floor_f, 0.0f) : floor_f;
+#pragma omp simd
+  for (int64_t q = 0; q < kQuads; ++q) {
+    u_out[4 * q] = word_to_uniform(w0[q]); u_out[4 * q + 1] = word_to_uniform(w1[q]);
+    u_out[4 * q + 2] = word_to_uniform(w2[q]); u_out[4 * q + 3] = word_to_uniform(w3[q]);
+  }
+  int64_t count = 0;
+  for (int64_t v = 0; v < kNoiseBlock; ++v) {
+    ids[count] = static_cast<int32_t>(v);
+    count += u_out[v] > below;
+  }
+  return count;
+}
+
 template <typename acc_t>
 struct RowResult {
   acc_t max = -std::numeric_limits<acc_t>::infinity();
@@ -211,12 +240,30 @@ RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_ke
     best_of(z, vocab, 0, best, best_id);
   } else {
     const acc_t temperature = static_cast<acc_t>(o.temperature);
-    float gumbel[kNoiseBlock];
+    float gumbel[kNoiseBlock], uniform[kNoiseBlock];
+    int32_t ids[kNoiseBlock];
     for (int64_t start = 0; start < vocab; start += kNoiseBlock) {
       const int64_t n = std::min(kNoiseBlock, vocab - start);
-      gumbel_block(static_cast<uint32_t>(start >> 2), row_key, o.key0, o.key1, gumbel);
-      noisy_scores(z + start, temperature, gumbel, noise, n);
-      best_of(noise, n, start, best, best_id);
+      const uint32_t quad0 = static_cast<uint32_t>(start >> 2);
+      if (best_id < 0 || n < kNoiseBlock) {  // the first block (no bound yet) and the tail: every id
+        gumbel_block(quad0, row_key, o.key0, o.key1, gumbel);
+        noisy_scores(z + start, temperature, gumbel, noise, n);
+        best_of(noise, n, start, best, best_id);
+        continue;
+      }
+      // Exact pruning: id v can only win with z_v/T + g_v > best, i.e. g_v > best - z_v/T >= t = best - max_v z_v/T,
+      // i.e. u_v > exp(-exp(-t)).  Ids at or below that (less a margin that dwarfs the float rounding of the
+      // scores and of log_f32) skip both logarithms; the others are scored exactly as the full pass scores them,
+      // in id order, so the winner (first id of the largest score) is the same, bit for bit.
+      const double t = static_cast<double>(best) - static_cast<double>(max_of(z + start, n) / temperature);
+      const double margin = 1e-3 * (1.0 + std::fabs(static_cast<double>(best)));
+      const double u_floor = std::isnan(t) ? 0.0 : std::exp(-std::exp(-(t - margin)));
+      const int64_t count = uniform_candidates(quad0, row_key, o.key0, o.key1, u_floor, uniform, ids);
+      for (int64_t k = 0; k < count; ++k) {
+        const int64_t v = ids[k];
+        const acc_t score = z[start + v] / temperature + static_cast<acc_t>(uniform_to_gumbel(uniform[v]));
+        if (score > best) { best = score; best_id = start + v; }
+      }
     }
   }
   if (o.disallow_correct) z[gold] = saved_gold;

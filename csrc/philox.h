@@ -71,12 +71,15 @@ inline float log_f32(float x) {
   return (f + y) + e * 0x1.63p-1f;
 }
 
-inline float word_to_gumbel(uint32_t word) {
+inline float word_to_uniform(uint32_t word) {
   int32_t x = static_cast<int32_t>(word);
   x = x ^ (x >> 31);  // x < 0 ? ~x : x
-  float u = static_cast<float>(x) * kUniformScale;
-  u = std::min(std::max(u, kUniformMin), kUniformMax);
-  return -log_f32(-log_f32(u));
+  const float u = static_cast<float>(x) * kUniformScale;
+  return std::min(std::max(u, kUniformMin), kUniformMax);
 }
+
+inline float uniform_to_gumbel(float u) { return -log_f32(-log_f32(u)); }
+
+inline float word_to_gumbel(uint32_t word) { return uniform_to_gumbel(word_to_uniform(word)); }
 
 }  // namespace tnops

@@ -61,6 +61,27 @@ def test_double_backward_is_refused_by_name(backend):
         penalty.backward()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_backward_through_one_loss_is_exact_or_refused_by_name(backend):
+    """retain_graph=True: the fused backends scale their stored gradients in place and hand them out once (no
+    second [V, E] copy), so a second pass is refused by name; the others give the same gradients again."""
+    h, w, y = _inputs()
+    loss = tnops.linear_mlm_loss(h, w, y, prediction="sample", seed=2, sr_weight=0.5, backend=backend).loss
+    first = [g.clone() for g in torch.autograd.grad(loss, (h, w), retain_graph=True)]
+    hd, wd = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    want = torch.autograd.grad(reference.linear_mlm_loss(hd, wd, y, prediction="sample", seed=2,
+                                                         sr_weight=0.5).loss, (hd, wd))
+    for g, e in zip(first, want):
+        torch.testing.assert_close(g.double(), e, rtol=1e-5, atol=1e-7)
+    if backend in FUSING:
+        with pytest.raises(RuntimeError, match="second backward pass through the same fused tnops loss"):
+            torch.autograd.grad(loss, (h, w))
+    else:
+        again = torch.autograd.grad(loss, (h, w))
+        for g, e in zip(again, first):
+            torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
 def test_double_backward_of_rtd_and_sr_is_refused_by_name():
     logits = torch.randn(10, requires_grad=True)
     ids = torch.randint(0, 5, (10,))

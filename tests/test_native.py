@@ -89,6 +89,26 @@ def test_chunks_are_never_shorter_than_the_gemm_floor(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pruned_gumbel_max_draws_the_full_passs_samples(dtype):
+    """The native sampler skips the logarithms of ids whose noise cannot win (u below a bound from the running
+    best); its samples must still be the torch backend's, which scores every id: flat, peaked and huge logits,
+    temperatures, disallow_correct, -inf entries, ties, several noise blocks and a tail."""
+    torch.manual_seed(3)
+    n, vocab = 96, 1000
+    scale = torch.tensor([0.01, 1.0, 8.0, 300.0]).repeat_interleave(n // 4)[:, None]
+    logits = (torch.randn(n, vocab) * scale).to(dtype)
+    logits[5, 300:700] = float("-inf")
+    logits[6] = 2.5  # every id tied: the noise alone decides
+    logits[7, ::7] = logits[7].max() + 1  # many tied maxima across blocks
+    labels = torch.randint(0, vocab, (n,))
+    for temperature, disallow in ((1.0, False), (0.3, True), (4.0, False)):
+        kw = dict(prediction="sample", seed=11, temperature=temperature, disallow_correct=disallow, reduction="none")
+        got = tnops.mlm_loss(logits, labels, backend="native", **kw)
+        want = tnops.mlm_loss(logits, labels, backend="torch", **kw)
+        assert torch.equal(got.predictions, want.predictions), (temperature, disallow)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_confident_head_within_rtol(dtype):
     """A trained head (hidden ≈ c·W[gold], p(gold) → 1) in float32/float64: dz = (coef/s)·e' with the gold entry of
     e' = e - s·onehot formed exactly, and CE = log1p(Σ_{v≠gold} e_v), keep the tiny loss and gradients within RTOL

@@ -53,6 +53,12 @@ class _RefuseDoubleBackward(torch.autograd.Function):
         raise RuntimeError(DOUBLE_BACKWARD_ERROR)
 
 
+FUSED_TWICE_ERROR = (
+    "tnops: a second backward pass through the same fused tnops loss (retain_graph=True) is not supported: the "
+    "fused backends (native, torch) compute the gradients in the forward pass and hand them out once; compute the "
+    "loss again, or use backend='reference' or 'triton' for repeated backward passes")
+
+
 def _first_order_only(grads):
     """Gradients as computed; under ``create_graph=True`` each one that exists gets a refusing grad_fn."""
     if not torch.is_grad_enabled():
@@ -154,24 +160,42 @@ def _head_setup(ctx, inputs, output):
     if ctx.fused:  # the stored gradients are those of ce_sum alone (module docstring)
         ctx.mark_non_differentiable(ce)
     ctx.has = (weight is not None, bias is not None, sr_embedding is not None)
+    ctx.sr_is_weight = sr_embedding is not None and sr_embedding is weight  # SR on the head's own table (default)
+    # Outputs nobody differentiates (the fused gradients above all) get None, not zeros of their shape: a
+    # materialised zero d_weight would be one more [V, E] buffer at the backward's peak.
+    ctx.set_materialize_grads(False)
+    ctx.handed_out = False
     saved = (d_in, d_w, d_b) if ctx.fused else (x, weight, bias)
     ctx.save_for_backward(*saved, labels, lse, corrected, predictions, sr_embedding, sr_aux)
 
 
 def _head_backward(ctx, g_ce, g_ce_sum, _g_lse, _g_pred, _g_corrected, g_sr, _g_aux, _g_din, _g_dw, _g_db):
+    if ctx.handed_out:  # the fused buffers were scaled in place and handed to the first backward
+        raise RuntimeError(FUSED_TWICE_ERROR)
     first, second, third, labels, lse, corrected, predictions, sr_embedding, sr_aux = ctx.saved_tensors
+    g_ce, g_ce_sum, g_sr = (lse.new_zeros(()) if g is None else g for g in (g_ce, g_ce_sum, g_sr))
     need = ctx.needs_input_grad
     masked = labels != ctx.ignore_index
     kept = masked & ~corrected
     grads = [None] * 18
+    want_sr = ctx.has[2] and need[8]
     if ctx.fused:
+        # The stored gradients are this op's own buffers: scaled in place and handed out (as Liger-Kernel does),
+        # so no second [V, E] copy of d weight exists at the backward's peak.
         for i, g in enumerate((first, second, third)):
             if need[i]:
                 if _is_empty(g):
                     raise RuntimeError("tnops::mlm_head: a gradient is needed that the forward pass did not fuse")
-                grads[i] = g * g_ce_sum.to(g.dtype)
+                grads[i] = g.mul_(g_ce_sum.to(g.dtype))
+                ctx.handed_out = True
+        if want_sr and ctx.sr_is_weight and need[1] and grads[1].dtype == lse.dtype:
+            # SR on the head's own table: its gradient touches 2 rows per masked token; add them into d weight
+            # in place instead of building a dense [V, E] gradient for autograd to add (the fused backends' SR is
+            # the shared maths of tnops.losses)
+            losses.sr_rows_backward_add_(grads[1], sr_embedding, labels, predictions, masked,
+                                         torch.where(masked, g_sr.to(lse.dtype), torch.zeros_like(lse)))
+            want_sr = False
     want_ce = not ctx.fused and any(need[:3])
-    want_sr = ctx.has[2] and need[8]
     if want_ce or want_sr:
         inputs, weight, bias = (first, second, third) if not ctx.fused else (None, None, None)
         zero = torch.zeros_like(lse)  # coefficients in the compute dtype (float64 for float64 inputs)

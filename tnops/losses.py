@@ -73,6 +73,17 @@ def sr_rows_backward(embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Te
     where the norm product is clamped by eps, r is a constant and the second term vanishes.  Both rows receive
     their part (index_add, so gold == pred adds up).
     """
+    out = torch.zeros(embedding.shape, dtype=compute_dtype(embedding.dtype), device=embedding.device)
+    return sr_rows_backward_add_(out, embedding, gold, pred, live, coef)
+
+
+def sr_rows_backward_add_(out: torch.Tensor, embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Tensor,
+                          live: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """``out += d(Σ coef[row] · sr_rows[row]) / d embedding``, in place, touching only the gold and predicted rows
+    (``out [V, E]``, any float dtype; the rows are computed in the compute dtype).  Returns ``out``.
+
+    A fused backward adds the SR gradient straight into the ``d weight`` it owns when the SR table is the LM
+    head's weight: no dense ``[V, E]`` buffer, no extra pass over it."""
     a, b, dot, a_sq, b_sq, r, unclamped = _sr_terms(embedding, gold, pred, live)
     # pred == gold: cos(e, e) = 1 for every e, so the gradient is exactly 0 (not the rounding of two equal terms)
     c = torch.where(live & (gold != pred), coef.to(a.dtype), 0)[:, None]
@@ -80,9 +91,8 @@ def sr_rows_backward(embedding: torch.Tensor, gold: torch.Tensor, pred: torch.Te
     r = r[:, None]
     grad_a = -c * (r * b - r3_dot * b_sq[:, None] * a)
     grad_b = -c * (r * a - r3_dot * a_sq[:, None] * b)
-    out = torch.zeros(embedding.shape, dtype=a.dtype, device=embedding.device)
-    out.index_add_(0, torch.where(live, gold, 0).long(), grad_a)
-    out.index_add_(0, torch.where(live, pred, 0).long(), grad_b)
+    out.index_add_(0, torch.where(live, gold, 0).long(), grad_a.to(out.dtype))
+    out.index_add_(0, torch.where(live, pred, 0).long(), grad_b.to(out.dtype))
     return out
 
 
