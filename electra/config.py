@@ -32,7 +32,8 @@ class ElectraTNConfig:
 
     The generator has the discriminator's depth and ``generator_fraction`` of its width, heads and FFN
     (at least one head).  ``hc``: hard correction with a synonym table; ``sr_weight``: soft regularization;
-    ``sentence_sr_weight``: sentence-level SR (one more discriminator forward); ``disc_weight``: λ = 50.
+    ``sentence_sr_weight``: sentence-level SR (one more discriminator forward); ``disc_weight``: λ = 50;
+    ``label_smoothing`` and ``z_loss``: the generator's CE options (``tnops.linear_mlm_loss``; 0: off).
     """
 
     vocab_size: int = 30522
@@ -56,6 +57,8 @@ class ElectraTNConfig:
     sentence_sr_weight: float = 0.0
     disc_weight: float = 50.0
     temperature: float = 1.0
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
     # recipe defaults (the CLI may override them)
     max_seq_length: int = 128
     batch_size: int = 128

@@ -120,7 +120,7 @@ class ElectraTNForPretraining(nn.Module):
                                     synonyms=self.synonyms if cfg.hc else None, prediction="sample",
                                     temperature=cfg.temperature, seed=derive_seed("sampling", seed),
                                     sr_weight=cfg.sr_weight, row_ids=row_ids, ignore_index=IGNORE_INDEX,
-                                    reduction="sum")
+                                    reduction="sum", label_smoothing=cfg.label_smoothing, z_loss=cfg.z_loss)
         sampled = torch.where(valid, out.predictions.detach(), gold)  # padding rows write their own token back
         corrected_rows = out.corrected & valid
         corrupted = input_ids.scatter(1, positions, sampled)  # the P positions of a row are distinct
@@ -140,7 +140,8 @@ class ElectraTNForPretraining(nn.Module):
         if count_reducer is not None:
             counts = count_reducer(counts)
         counts = counts.clamp_min(1.0)
-        gen_loss = out.mlm_loss / counts[0]
+        # the generator's objective: its CE, plus the z-loss when on (then only out.loss carries that gradient)
+        gen_loss = (out.loss - cfg.sr_weight * out.sr_loss if cfg.z_loss else out.mlm_loss) / counts[0]
         sr_loss = out.sr_loss / counts[1]
         disc_loss = disc_sum / counts[2]
         sentence_sr = sentence_sum / counts[2]

@@ -70,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-hc", action="store_true", help="disable hard correction")
     p.add_argument("--sr-weight", type=number(0.0), default=None,
                    help="soft-regularization weight (default 1.0; 0 disables)")
+    p.add_argument("--label-smoothing", type=number(0.0, 1.0, high_open=True), default=None, metavar="EPS",
+                   help="label smoothing of the generator's MLM cross-entropy, in [0, 1) (default 0)")
+    p.add_argument("--z-loss", type=number(0.0), default=None, metavar="LAMBDA",
+                   help="z-loss weight: adds LAMBDA·logsumexp² per kept generator row (default 0)")
     p.add_argument("--sentence-sr", type=number(0.0), nargs="?", const=1.0, default=0.0, metavar="WEIGHT",
                    help="add sentence-level SR with this weight (flag alone: 1.0)")
     p.add_argument("--max-steps", type=integer(1), default=None)

@@ -107,7 +107,8 @@ def _config(args, tokenizer, sizes: dict | None = None) -> ElectraTNConfig:
     """The preset's recipe with the command line's overrides; ``sizes``: the model's sizes from ``--init-from``."""
     given = {"max_steps": args.max_steps, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
              "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps, "sr_weight": args.sr_weight,
-             "dropout": args.dropout}
+             "dropout": args.dropout, "label_smoothing": getattr(args, "label_smoothing", None),
+             "z_loss": getattr(args, "z_loss", None)}
     overrides = {**(sizes or {}), **{k: v for k, v in given.items() if v is not None}}
     config = ElectraTNConfig.from_preset(args.preset, hc=not args.no_hc, sentence_sr_weight=args.sentence_sr,
                                          **overrides).for_tokenizer(tokenizer)

@@ -97,7 +97,7 @@ def check_backend(backend, hidden, weight, bias, labels, *, sr_embedding=None, *
     ref_grads = _grads(ref.loss, list(exact.values()), upstream)
     dtype = hidden.dtype
     if dtype in RTOL:
-        for name in ("loss", "mlm_loss", "sr_loss"):
+        for name in ("loss", "mlm_loss", "sr_loss", "z_loss"):
             assert rel_err(getattr(out, name), getattr(ref, name)) <= RTOL[dtype], name
         for (name, _), g, r in zip(given, grads, ref_grads):
             assert g.dtype == dtype and rel_err(g, r) <= RTOL[dtype], f"d {name}: {rel_err(g, r):.3g}"
@@ -110,7 +110,7 @@ def check_backend(backend, hidden, weight, bias, labels, *, sr_embedding=None, *
     eager_grads = _grads(eager.loss, list(plain.values()), upstream)
     slack = half_bounds(exact, labels, out.predictions, upstream, spec_kw, dict(zip([n for n, _ in given],
                                                                                     ref_grads)))
-    for name in ("loss", "mlm_loss", "sr_loss"):
+    for name in ("loss", "mlm_loss", "sr_loss", "z_loss"):
         _half_within(name, getattr(out, name), getattr(eager, name), getattr(ref, name), slack[name])
     for (name, _), g, r, e in zip(given, grads, ref_grads, eager_grads):
         assert g.dtype == dtype
@@ -131,14 +131,16 @@ def half_bounds(exact, labels, predictions, upstream, spec_kw, ref_grads) -> dic
     ce_kw = {k: v for k, v in spec_kw.items() if k not in ("sr_weight", "sr_embedding", "reduction")}
     ce = reference.mlm_loss(z, labels, predictions=predictions, **ce_kw,
                             reduction=spec_kw.get("reduction", "mean"))
-    (g,) = _grads(ce.mlm_loss, [z], upstream)
+    (g,) = _grads(ce.loss, [z], upstream)  # CE and z-loss: the SR keywords are left out above
     g = g.reshape(-1, weight.shape[0]).abs()
     x = hidden.reshape(-1, weight.shape[1]).abs()
     rows = reference.mlm_loss(z.detach(), labels, predictions=predictions, sr_embedding=exact.get("sr_embedding",
                               weight).detach(), **{**spec_kw, "reduction": "none"})
     ce_row, sr_row = rows.mlm_loss.abs().max().item(), rows.sr_loss.abs().max().item()
+    z_row = rows.z_loss.abs().max().item()
     top = lambda t: t.max().item() if t.numel() else 0.0  # noqa: E731
-    return {"loss": ce_row + spec_kw.get("sr_weight", 0.0) * sr_row, "mlm_loss": ce_row, "sr_loss": sr_row,
+    return {"loss": ce_row + z_row + spec_kw.get("sr_weight", 0.0) * sr_row, "mlm_loss": ce_row, "sr_loss": sr_row,
+            "z_loss": z_row,
             "hidden": top(g.sum(1)) * weight.abs().max().item(),
             "weight": top(g.amax(1) * x.amax(1)) if g.shape[1] else 0.0, "bias": top(g),
             "sr_embedding": top(ref_grads["sr_embedding"].abs()) if "sr_embedding" in ref_grads else 0.0}

@@ -20,7 +20,7 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
                     temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
                     sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None, ignore_index: int = -100,
                     reduction: str = "mean", row_ids: torch.Tensor | None = None,
-                    backend: str | None = None) -> MLMLossOutput:
+                    backend: str | None = None, label_smoothing: float = 0.0, z_loss: float = 0.0) -> MLMLossOutput:
     """MLM loss through the LM head without materialising ``[N, V]`` logits, with true-negative objectives.
 
     ``logits = hidden @ weight.T + bias``; each masked row is predicted (argmax, or a Gumbel-max sample of
@@ -46,8 +46,11 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
             accumulation steps draw exactly the samples one big batch would.
         backend: ``"reference"``, ``"torch"``, ``"triton"``, ... (``tnops.backends.available_backends()``);
             None: ``TNOPS_BACKEND``, else the fastest one for the device.
+        label_smoothing: ε in ``[0, 1)``: a kept row's CE is ``(1 - ε)·(lse - z_gold) + ε·(lse - mean_v z_v)``,
+            ``F.cross_entropy(label_smoothing=ε)``'s definition.
+        z_loss: λ >= 0: adds ``λ·lse²`` per kept row, reduced like the CE (PaLM's auxiliary loss).
     Returns:
-        ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*])``, losses in float32
+        ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*], z_loss)``, losses in float32
         (float64 for float64 inputs).
     """
     check.tensor("hidden", hidden, floating=True, min_ndim=1)
@@ -71,7 +74,7 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     check.same_device(hidden=hidden, weight=weight, labels=labels, bias=bias, sr_embedding=sr_embedding)
     options = _options(vocab_size, synonyms, prediction=prediction, temperature=temperature,
                        disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
-                       reduction=reduction)
+                       reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss)
     check.label_range("labels", labels, vocab_size, ignore_index)
     check.row_ids(row_ids, labels)
     dtype = check.common_dtype(hidden, weight, bias)
@@ -84,7 +87,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, prediction: str = "argmax",
              temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None, sr_weight: float = 0.0,
              sr_embedding: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
-             row_ids: torch.Tensor | None = None, backend: str | None = None) -> MLMLossOutput:
+             row_ids: torch.Tensor | None = None, backend: str | None = None, label_smoothing: float = 0.0,
+             z_loss: float = 0.0) -> MLMLossOutput:
     """``linear_mlm_loss`` for logits that already exist.
 
     Args:
@@ -103,7 +107,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     vocab_size = logits.shape[-1]
     options = _options(vocab_size, synonyms, prediction=prediction, temperature=temperature,
                        disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
-                       reduction=reduction)
+                       reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss)
     if sr_weight and sr_embedding is None:
         raise ValueError("sr_embedding: sr_weight > 0 needs an embedding table [V, E] (mlm_loss has no LM-head weight)")
     if sr_embedding is not None:
@@ -132,17 +136,32 @@ def _mlm(inputs, weight, bias, labels, synonyms, sr_embedding, options: MLMOptio
     sr_table = sr_embedding if options.sr_weight else None
     fuse = options.reduction != "none" and torch.is_grad_enabled()
     want = tuple(fuse and t is not None and t.requires_grad for t in (flat_inputs, weight, bias))
-    ce_rows, ce_sum, _, predictions, corrected, sr_rows, *_ = _ops.mlm_head(
+    coefficients = options.row_coefficients()
+    nll, lse, zmean, total, predictions, corrected, sr_rows, *_ = _ops.mlm_head(
         flat_inputs, weight, bias, flat_labels, flat_row_ids, *(table if table is not None else (None,) * 3),
-        sr_table, seed, *options.op_args(), name, *want)
+        sr_table, seed, *options.op_args(), name, *want, list(coefficients))
     masked = flat_labels != options.ignore_index
     kept = masked & ~corrected  # the masked set comes from the labels alone, never from the predictions
-    # scalar reductions use the op's Σ ce output: the one that carries fused gradients (tnops/_ops.py)
-    ce = ce_rows if options.reduction == "none" else losses.reduce_sum(ce_sum, kept, options.reduction)
+    ce_coefficients = (1.0, 0.0) + coefficients[2:]  # the objective without its lse² term: the (smoothed) CE
+    if options.reduction == "none":  # never fused: every statistic carries its gradient
+        ce = _ops.objective_rows(nll, lse, zmean, kept, ce_coefficients)
+        z = torch.where(kept, options.z_loss * lse * lse, 0) if options.z_loss else torch.zeros_like(ce)
+        main = ce + z
+    else:
+        # the op's Σ over kept rows is the one output that carries the fused gradients (tnops/_ops.py)
+        main = losses.reduce_sum(total, kept, options.reduction)
+        if options.z_loss:  # the parts of a one-gradient objective are reported values
+            with torch.no_grad():
+                ce = losses.reduce_rows(_ops.objective_rows(nll, lse, zmean, kept, ce_coefficients), kept,
+                                        options.reduction)
+                z = losses.reduce_rows(torch.where(kept, options.z_loss * lse * lse, 0), kept, options.reduction)
+        else:
+            ce, z = main, torch.zeros_like(main)
     sr = losses.reduce_rows(sr_rows, masked, options.reduction) if sr_table is not None else torch.zeros_like(ce)
     if options.reduction == "none":
-        ce, sr = ce.reshape(lead), sr.reshape(lead)
-    return MLMLossOutput(ce + options.sr_weight * sr, ce, sr, predictions.reshape(lead), corrected.reshape(lead))
+        main, ce, sr, z = main.reshape(lead), ce.reshape(lead), sr.reshape(lead), z.reshape(lead)
+    return MLMLossOutput(main + options.sr_weight * sr, ce, sr, predictions.reshape(lead), corrected.reshape(lead),
+                         z)
 
 
 def _seed_tensor(options: MLMOptions) -> torch.Tensor:

@@ -44,7 +44,7 @@ class TrueNegativeCrossEntropy(_MLMLossModule):
         synonyms: ``tnops.SynonymTable`` over the model's vocabulary, or None.
         sr_embedding: ``[V, E]`` word-embedding table for soft regularization (needed when ``sr_weight > 0``);
             pass the Parameter itself (e.g. ``model.bert.embeddings.word_embeddings.weight``) so SR trains it.
-        other keywords: as ``tnops.mlm_loss``.
+        other keywords: as ``tnops.mlm_loss`` (``label_smoothing`` as ``nn.CrossEntropyLoss``'s).
     Shapes (those of ``nn.CrossEntropyLoss``, class dimension 1):
         forward(logits ``[N, V]``, labels ``[N]``) → scalar (``[N]`` with ``reduction="none"``);
         forward(logits ``[N, V, d1, ...]``, labels ``[N, d1, ...]``) → scalar (``[N, d1, ...]``);
@@ -53,10 +53,11 @@ class TrueNegativeCrossEntropy(_MLMLossModule):
 
     def __init__(self, synonyms=None, *, prediction: str = "argmax", temperature: float = 1.0,
                  disallow_correct: bool = False, sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None,
-                 ignore_index: int = -100, reduction: str = "mean", backend: str | None = None):
+                 ignore_index: int = -100, reduction: str = "mean", backend: str | None = None,
+                 label_smoothing: float = 0.0, z_loss: float = 0.0):
         super().__init__(synonyms, backend, prediction=prediction, temperature=temperature,
                          disallow_correct=disallow_correct, sr_weight=sr_weight, ignore_index=ignore_index,
-                         reduction=reduction)
+                         reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss)
         self.sr_embedding = sr_embedding
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -93,10 +94,11 @@ class LinearMLMLoss(_MLMLossModule):
 
     def __init__(self, synonyms=None, *, prediction: str = "argmax", temperature: float = 1.0,
                  disallow_correct: bool = False, sr_weight: float = 0.0, ignore_index: int = -100,
-                 reduction: str = "mean", backend: str | None = None):
+                 reduction: str = "mean", backend: str | None = None, label_smoothing: float = 0.0,
+                 z_loss: float = 0.0):
         super().__init__(synonyms, backend, prediction=prediction, temperature=temperature,
                          disallow_correct=disallow_correct, sr_weight=sr_weight, ignore_index=ignore_index,
-                         reduction=reduction)
+                         reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss)
 
     def forward(self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                 bias: torch.Tensor | None = None, sr_embedding: torch.Tensor | None = None,

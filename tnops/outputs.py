@@ -15,6 +15,11 @@ class MLMLossOutput(NamedTuple):
         sr_loss: soft-regularization term ``1 - cos(e_gold, e_pred)`` over masked rows (0 when ``sr_weight == 0``).
         predictions: int64 ``[*]`` argmax or Gumbel-max prediction per masked row, ``ignore_index`` elsewhere.
         corrected: bool ``[*]`` rows whose prediction is a listed synonym of the gold token (hard correction).
+        z_loss: ``z_loss · lse²`` over kept rows, reduced like ``mlm_loss`` (zero when ``z_loss=0``).
+
+    ``loss`` always carries the gradient of everything.  With ``z_loss > 0`` and a scalar reduction, ``mlm_loss`` and
+    ``z_loss`` are reported values without a gradient (the fused backends compute one gradient of the whole
+    objective); otherwise ``mlm_loss`` and ``sr_loss`` carry their own gradients too.
     """
 
     loss: torch.Tensor
@@ -22,26 +27,32 @@ class MLMLossOutput(NamedTuple):
     sr_loss: torch.Tensor
     predictions: torch.Tensor
     corrected: torch.Tensor
+    z_loss: torch.Tensor
 
 
 class MLMRows(NamedTuple):
-    """What a backend's ``mlm_forward`` returns: per-row results over the N flattened rows.
+    """What a backend's ``mlm_forward`` returns: per-row statistics over the N flattened rows, from which
+    ``tnops.functional`` composes every loss (the backend never knows which).
 
-    Float results are float32, or float64 where the inputs (for ``sr``: the SR table) are float64.
+    Float results are float32, or float64 where the inputs (for ``sr``: the SR table) are float64.  Rows whose
+    label is ``ignore_index`` hold 0 in every float statistic.
 
     Attributes:
-        ce: ``[N]`` cross-entropy ``lse - z_gold`` on kept rows (masked, not corrected), 0 elsewhere.
-        lse: ``[N]`` log-sum-exp of the row's logits (0 where the backend skipped the row).
+        nll: ``[N]`` ``lse - z_gold`` on masked rows (computed without cancellation on confident rows), corrected
+            rows included.
+        lse: ``[N]`` log-sum-exp of the row's logits.
+        zmean: ``[N]`` mean of the row's logits over the vocabulary (bias included).
         predictions: int64 ``[N]``, ``ignore_index`` on unmasked rows.
         corrected: bool ``[N]`` rows dropped by hard correction.
         sr: ``[N]`` SR ``1 - cos`` on masked rows (0 elsewhere), or None when SR was not asked for.
-        sr_aux: float32 ``[K, N]`` whatever the backend's SR backward needs, or None.
-        grads: ``(d_inputs, d_weight, d_bias)`` of ``Σ_kept ce`` (None entries where not wanted) when the
-            backend fuses the gradient into the forward pass (``FUSES_GRADIENTS``), else None.
+        sr_aux: float32 ``[K, N]`` whatever the backend's backward needs, or None.
+        grads: ``(d_inputs, d_weight, d_bias)`` of ``Σ_kept f_r`` for the fused coefficients (None entries where
+            not wanted) when the backend fuses the gradient into the forward pass (``FUSES_GRADIENTS``), else None.
     """
 
-    ce: torch.Tensor
+    nll: torch.Tensor
     lse: torch.Tensor
+    zmean: torch.Tensor
     predictions: torch.Tensor
     corrected: torch.Tensor
     sr: torch.Tensor | None = None

@@ -101,7 +101,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
              temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
              sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None, ignore_index: int = -100,
              reduction: str = "mean", predictions: torch.Tensor | None = None,
-             row_ids: torch.Tensor | None = None) -> MLMLossOutput:
+             row_ids: torch.Tensor | None = None, label_smoothing: float = 0.0, z_loss: float = 0.0) -> MLMLossOutput:
     """MLM cross-entropy with hard correction and soft regularization, from materialised logits.
 
     Args:
@@ -109,6 +109,8 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         labels: int ``[*]``, gold id or ``ignore_index``.
         synonyms: a ``SynonymTable`` (hard correction) or None.
         predictions: int ``[*]`` to use instead of predicting (for checking other backends row by row).
+        label_smoothing: ε: the kept rows' CE is ``F.cross_entropy(..., label_smoothing=ε)``.
+        z_loss: λ: ``λ·logsumexp(z)²`` per kept row, reduced like the CE.
         other keywords: as ``tnops.mlm_loss``.
     Returns:
         ``MLMLossOutput``; losses in float32 (float64 for float64 inputs).
@@ -128,9 +130,12 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         corrected = masked & (pred != y) & synonyms.to(y.device).is_synonym(y.long(), pred)
     kept = masked & ~corrected
     gold = torch.where(kept, y, 0).long()
-    per_row = torch.where(kept, F.cross_entropy(select_rows(kept, z), gold, reduction="none"), 0) if z.shape[0] \
-        else z.new_zeros(0)
+    live_z = select_rows(kept, z)
+    per_row = torch.where(kept, F.cross_entropy(live_z, gold, reduction="none", label_smoothing=label_smoothing),
+                          0) if z.shape[0] else z.new_zeros(0)
     ce = reduce_rows(per_row.reshape(lead), kept, reduction)
+    z_rows = torch.where(kept, z_loss * torch.logsumexp(live_z, dim=-1) ** 2, 0) if z.shape[0] else z.new_zeros(0)
+    zl = reduce_rows(z_rows.reshape(lead), kept, reduction)
     if sr_weight:
         if sr_embedding is None:
             raise ValueError("sr_embedding: soft regularization needs an embedding table [V, E] when no LM-head "
@@ -138,7 +143,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         sr = sr_loss(sr_embedding, y.reshape(lead), pred.reshape(lead), ignore_index=ignore_index, reduction=reduction)
     else:
         sr = torch.zeros_like(ce)
-    return MLMLossOutput(ce + sr_weight * sr, ce, sr, pred.reshape(lead), corrected.reshape(lead))
+    return MLMLossOutput(ce + zl + sr_weight * sr, ce, sr, pred.reshape(lead), corrected.reshape(lead), zl)
 
 
 def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, bias=None,

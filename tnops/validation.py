@@ -116,7 +116,8 @@ def seed_value(value) -> int | None:
     return value % 2**64
 
 
-def mlm_keywords(*, prediction, temperature, disallow_correct, sr_weight, ignore_index, reduction):
+def mlm_keywords(*, prediction, temperature, disallow_correct, sr_weight, ignore_index, reduction,
+                 label_smoothing=0.0, z_loss=0.0):
     """Checks of the MLM keyword arguments that do not depend on the tensors (also run by the nn modules)."""
     choice("prediction", prediction, PREDICTIONS)
     number("temperature", temperature)
@@ -128,16 +129,21 @@ def mlm_keywords(*, prediction, temperature, disallow_correct, sr_weight, ignore
     number("sr_weight", sr_weight, non_negative=True)
     integer("ignore_index", ignore_index, int64=True)
     choice("reduction", reduction, REDUCTIONS)
+    number("label_smoothing", label_smoothing, non_negative=True)
+    if label_smoothing >= 1:
+        raise ValueError(f"label_smoothing: expected 0 <= label_smoothing < 1, got {label_smoothing}")
+    number("z_loss", z_loss, non_negative=True)
 
 
 def mlm_options(*, vocab_size, synonyms, prediction, temperature, disallow_correct, seed, sr_weight, ignore_index,
-                reduction):
+                reduction, label_smoothing=0.0, z_loss=0.0):
     """Checks of the keyword arguments shared by ``linear_mlm_loss`` and ``mlm_loss``."""
     if vocab_size < 1:
         raise ValueError("vocabulary: expected V >= 1 tokens (weight [V, E] / logits [*, V]), got V=0")
     synonym_table(synonyms, vocab_size)
     mlm_keywords(prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
-                 sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction)
+                 sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction,
+                 label_smoothing=label_smoothing, z_loss=z_loss)
     if disallow_correct and vocab_size < 2:
         raise ValueError(f"disallow_correct: needs a vocabulary of at least 2 tokens, got V={vocab_size}")
     seed_value(seed)

@@ -1,14 +1,10 @@
 """The backend registry: which implementation serves which call, and every setting read from the environment.
 
-A backend is one module behind one row-level contract (README, "How a backend plugs in"):
-
-* ``NAME``, ``FUSES_GRADIENTS`` (bool: ``mlm_forward`` can return the gradients of ``Σ_kept ce``);
-* ``unavailable() -> str | None``: why the backend cannot run in this installation (None: it can);
-* ``refuses(device, dtype) -> str | None``: why it cannot compute tensors of this device and dtype;
-* ``mlm_forward(inputs, weight, bias, labels, row_ids, table, sr_embedding, options, want_grads) -> MLMRows``;
-* ``mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
-  options, want) -> (d_inputs, d_weight, d_bias, d_sr_embedding)``;
-* optionally ``rtd_rows(logits, corrupted, original, attention_mask, corrected) -> (loss, grad)``.
+A backend is one module implementing ``tnops.backends.contract.Backend`` (a ``typing.Protocol``; README, "How a
+backend plugs in"): ``NAME``, ``FUSES_GRADIENTS``, ``unavailable()``, ``refuses(device, dtype)``,
+``aux_rows(has_sr)``, ``mlm_forward(...) -> MLMRows`` (per-row statistics), ``mlm_backward(...)`` (per-row
+coefficients to gradients) and ``rtd_rows(...)``.  The registry checks each module against the protocol when it
+loads it (``contract.problems``).
 
 Adding one is one module and one line in ``_MODULES``.  ``functional`` never names a backend: it asks
 ``select`` and calls the ``tnops::`` custom ops (``tnops/_ops.py``), which call the module.
@@ -26,6 +22,8 @@ import os
 from types import ModuleType
 
 import torch
+
+from tnops.backends import contract
 
 _MODULES = {
     "reference": "tnops.backends.reference",
@@ -54,7 +52,11 @@ def _load(name: str) -> ModuleType | str:
     if name not in _loaded:
         try:
             module = importlib.import_module(_MODULES[name])
-            reason = module.unavailable()
+            reason = contract.problems(module)
+            if reason is not None:
+                reason = f"module {module.__name__} {reason}"
+            else:
+                reason = module.unavailable()
         except ImportError as error:  # e.g. triton not installed, the native build failed
             module, reason = None, f"{type(error).__name__}: {error}"
         _loaded[name] = module if reason is None else reason

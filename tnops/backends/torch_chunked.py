@@ -67,20 +67,24 @@ def _predict(z, gold, row_keys, opts: MLMOptions, vocab_size: int):
 
 
 def forward_chunks(head: Head, labels, row_ids, table: CSRView | None, opts: MLMOptions,
-                   want_grads: tuple[bool, bool, bool]):
+                   want_grads: tuple[bool, bool, bool], coefficients=(1.0, 0.0, 1.0, 0.0)):
+    """Per-row ``nll, lse, zmean, predictions, corrected`` and, with ``want_grads``, the gradients of the kept rows'
+    ``dz = (a + b·lse)·softmax - c·onehot(gold) - d/V`` (``coefficients = (a, b, c, d)``)."""
     n = labels.shape[0]
     vocab_size = head.weight.shape[0] if head.weight is not None else head.inputs.shape[1]
     device = labels.device
     masked = labels != opts.ignore_index
     visit = masked.nonzero().squeeze(1) if device.type == "cpu" else torch.arange(n, device=device)
-    row_loss = torch.zeros(n, dtype=head.cdt, device=device)
+    nll_all = torch.zeros(n, dtype=head.cdt, device=device)
     lse_all = torch.zeros(n, dtype=head.cdt, device=device)
+    zmean_all = torch.zeros(n, dtype=head.cdt, device=device)
     predictions = torch.full((n,), opts.ignore_index, dtype=torch.long, device=device)
     corrected = torch.zeros(n, dtype=torch.bool, device=device)
     want_input, want_weight, want_bias = want_grads
     grad_input = torch.zeros(head.inputs.shape, dtype=head.cdt, device=device) if want_input else None
     grad_weight = torch.zeros_like(head.weight) if want_weight else None
     grad_bias = torch.zeros(vocab_size, dtype=head.cdt, device=device) if want_bias else None
+    a, b, c, d = coefficients
     step = backends.chunk_rows(vocab_size)
     for start in range(0, visit.numel(), step):
         rows = visit[start:start + step]
@@ -89,6 +93,7 @@ def forward_chunks(head: Head, labels, row_ids, table: CSRView | None, opts: MLM
         y = labels[rows]
         gold = torch.where(is_masked, y, 0).long()
         lse = torch.logsumexp(z, dim=1)
+        zmean = z.mean(1)
         pred = _predict(z, gold, rows if row_ids is None else row_ids[rows], opts, vocab_size)
         if table is None:
             fixed = torch.zeros_like(is_masked)
@@ -96,29 +101,41 @@ def forward_chunks(head: Head, labels, row_ids, table: CSRView | None, opts: MLM
             fixed = is_masked & (pred != gold) & table.is_synonym(gold, pred)
         kept = is_masked & ~fixed
         z_gold = z.gather(1, gold[:, None]).squeeze(1)
-        dz, other = _softmax_minus_onehot(z, lse, gold, kept, 1.0)  # z is dz from here on
-        row_loss[rows] = torch.where(kept, _cross_entropy(lse, z_gold, other), 0)
-        lse_all[rows] = lse
+        coef = None
+        if any(want_grads):
+            on = kept.to(lse.dtype)  # selected, not multiplied: lse of a dead row may be inf
+            coef = torch.stack([torch.where(kept, a + b * lse, 0) if b else on * a, on * c, on * d])
+        dz, other = _logit_gradient(z, lse, gold, kept, coef, uniform=d != 0)  # z is dz from here on
+        nll_all[rows] = torch.where(is_masked, _cross_entropy(lse, z_gold, other), 0)
+        lse_all[rows] = torch.where(is_masked, lse, 0)
+        zmean_all[rows] = torch.where(is_masked, zmean, 0)
         predictions[rows] = torch.where(is_masked, pred, opts.ignore_index)
         corrected[rows] = fixed
         if any(want_grads):
             _accumulate(dz, x, rows, head, grad_input, grad_weight, grad_bias)
-    return row_loss, lse_all, predictions, corrected, (grad_input, grad_weight, grad_bias)
+    return nll_all, lse_all, zmean_all, predictions, corrected, (grad_input, grad_weight, grad_bias)
 
 
-def _softmax_minus_onehot(z, lse, gold, live, row_scale):
-    """``((softmax(z) - onehot(gold)) * row_scale, other)`` in place on ``z``, 0 on rows not ``live``.
+def _logit_gradient(z, lse, gold, live, coef, uniform=True):
+    """``(dz, other)`` in place on ``z``: ``dz = α·softmax(z) - γ·onehot(gold) - δ/V`` per row (``coef [3, R]``; None:
+    the softmax itself), 0 on rows not ``live``; ``uniform=False`` promises δ = 0 (one pass less).
 
-    ``other = Σ_{v≠gold} softmax(z)_v`` is summed apart and the gold entry written as ``-other``: on a confident row
-    (p(gold) → 1) ``p_gold - 1`` would cancel to a few ulp of 1, while ``other`` keeps every digit.  Dead rows are
-    selected out, not multiplied by 0, so a NaN or inf there cannot reach the gradients.
+    ``other = Σ_{v≠gold} softmax(z)_v`` is summed apart and the gold entry written as ``-α·other + (α - γ)``: on a
+    confident row (p(gold) → 1) ``α·p_gold - γ`` would cancel to a few ulp, while ``other`` keeps every digit.  Dead
+    rows are selected out, not multiplied by 0, so a NaN or inf there cannot reach the gradients.
     """
     dz = z.sub_(lse[:, None]).exp_()
     index = gold[:, None]
     dz.scatter_(1, index, 0.0)
     other = dz.sum(1)
-    dz.scatter_(1, index, -other[:, None])
-    dz.mul_(row_scale[:, None] if isinstance(row_scale, torch.Tensor) else row_scale)
+    if coef is None:
+        dz.scatter_(1, index, (1.0 - other)[:, None])
+        return dz, other
+    alpha, gamma, delta = coef.to(dz.dtype)
+    dz.mul_(alpha[:, None])
+    dz.scatter_(1, index, (alpha - gamma - alpha * other)[:, None])
+    if uniform:
+        dz.sub_((delta / dz.shape[1])[:, None])
     return dz.masked_fill_(~live[:, None], 0), other
 
 
@@ -137,11 +154,12 @@ def _accumulate(dz, x, rows, head: Head, grad_input, grad_weight, grad_bias):
         grad_bias += dz.sum(0)
 
 
-def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
-    """Gradients of ``Σ_rows grad_loss[row] · CE[row]`` over kept rows, recomputing each chunk's logits.
+def recompute_grads(head: Head, labels, lse, coef, want, out_dtypes):
+    """Gradients of the rows' ``dz = α·softmax - γ·onehot(gold) - δ/V`` (``coef [3, N]``), recomputing each chunk's
+    logits; rows whose coefficients are all 0 cost nothing.
 
-    Serves ``reduction="none"`` (the backward of the custom op).  Returns ``[d_inputs, d_weight, d_bias]``
-    (None where not wanted), cast to ``out_dtypes``.
+    Serves the backward of the custom op.  Returns ``[d_inputs, d_weight, d_bias]`` (None where not wanted), cast
+    to ``out_dtypes``.
     """
     vocab_size = head.inputs.shape[1] if head.weight is None else head.weight.shape[0]
     device = head.inputs.device
@@ -149,25 +167,35 @@ def recompute_grads(head: Head, labels, lse, kept, grad_loss, want, out_dtypes):
     grad_input = torch.zeros(head.inputs.shape, dtype=head.cdt, device=device) if want_input else None
     grad_weight = torch.zeros_like(head.weight) if want_weight else None
     grad_bias = torch.zeros(vocab_size, dtype=head.cdt, device=device) if want_bias else None
-    visit = kept.nonzero().squeeze(1) if device.type == "cpu" else torch.arange(kept.numel(), device=device)
+    live_rows = (coef != 0).any(0)
+    visit = live_rows.nonzero().squeeze(1) if device.type == "cpu" else torch.arange(live_rows.numel(), device=device)
     step = backends.chunk_rows(vocab_size)
     for start in range(0, visit.numel(), step):
         rows = visit[start:start + step]
-        live = kept[rows]
+        live = live_rows[rows]
         z, x = head.logits(rows, live)
         gold = torch.where(live, labels[rows], 0).long()
-        dz, _ = _softmax_minus_onehot(z, lse[rows], gold, live, grad_loss[rows].to(z.dtype))
+        uniform = device.type != "cpu" or bool((coef[2, rows] != 0).any())  # no host sync on accelerators
+        dz, _ = _logit_gradient(z, lse[rows], gold, live, coef[:, rows], uniform)
         _accumulate(dz, x, rows, head, grad_input, grad_weight, grad_bias)
     return [None if g is None else g.to(dt) for g, dt in zip((grad_input, grad_weight, grad_bias), out_dtypes)]
 
 
+def aux_rows(has_sr: bool) -> int:
+    return 0
+
+
+rtd_rows = losses.rtd_rows
+
+
 def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
-                want_grads: tuple[bool, bool, bool]) -> MLMRows:
+                want_grads: tuple[bool, bool, bool], coefficients) -> MLMRows:
     """The backend contract's forward (``tnops.backends``): chunked head, then SR on the predictions."""
     head = Head(inputs, weight, bias)
     # The chunk maths is fp32 (fp64) by design; autocast would silently drop the matmuls to half precision.
     with torch.autocast(inputs.device.type, enabled=False):
-        ce, lse, predictions, corrected, grads = forward_chunks(head, labels, row_ids, table, options, want_grads)
+        nll, lse, zmean, predictions, corrected, grads = forward_chunks(head, labels, row_ids, table, options,
+                                                                        want_grads, coefficients)
     sr = None
     if sr_embedding is not None:
         sr = losses.sr_rows(sr_embedding, labels, predictions, labels != options.ignore_index)
@@ -175,18 +203,17 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
     fused = None
     if any(want_grads):
         fused = tuple(None if g is None else g.to(dt) for g, dt in zip(grads, out_dtypes))
-    return MLMRows(ce, lse, predictions, corrected, sr, None, fused)
+    return MLMRows(nll, lse, zmean, predictions, corrected, sr, None, fused)
 
 
-def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
+def mlm_backward(inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coef, sr_aux,
                  options: MLMOptions, want: tuple[bool, bool, bool, bool]):
-    """Gradients of ``Σ ce_coef · ce + Σ sr_coef · sr`` (rows with coefficient 0 cost no work)."""
+    """Gradients of the rows' ``dz = α·softmax - γ·onehot - δ/V`` (``coef [3, N]``) and of ``Σ sr_coef · sr``."""
     out_dtypes = (inputs.dtype, None if weight is None else weight.dtype, None if bias is None else bias.dtype)
     grads = [None, None, None]
     if any(want[:3]):
         with torch.autocast(inputs.device.type, enabled=False):
-            grads = recompute_grads(Head(inputs, weight, bias), labels, lse, ce_coef != 0, ce_coef, want[:3],
-                                    out_dtypes)
+            grads = recompute_grads(Head(inputs, weight, bias), labels, lse, coef, want[:3], out_dtypes)
     d_sr = None
     if want[3] and sr_embedding is not None:
         d_sr = sr_backward(sr_embedding, labels, predictions, sr_coef, options)

@@ -142,7 +142,8 @@ def _family(model) -> str:
 
 def apply_true_negatives(model, synonyms=None, *, sr_weight: float = 0.0, prediction: str = "argmax",
                          temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
-                         ignore_index: int = -100, backend: str | None = None, return_logits: str = "eval"):
+                         ignore_index: int = -100, backend: str | None = None, return_logits: str = "eval",
+                         label_smoothing: float = 0.0, z_loss: float = 0.0):
     """Train ``model`` (one instance) on the true-negative MLM objective through ``tnops.linear_mlm_loss``.
 
     Args:
@@ -151,7 +152,8 @@ def apply_true_negatives(model, synonyms=None, *, sr_weight: float = 0.0, predic
         synonyms: ``tnops.SynonymTable`` over the model's vocabulary (hard correction), or None (plain MLM).
         sr_weight: weight of soft regularization on the input word embeddings (0: off).
         prediction: ``"argmax"`` (BERT) or ``"sample"`` (Gumbel-max, an ELECTRA generator).
-        temperature, disallow_correct, seed, ignore_index, backend: as ``tnops.linear_mlm_loss``. ``seed=None``
+        temperature, disallow_correct, seed, ignore_index, backend, label_smoothing, z_loss: as
+            ``tnops.linear_mlm_loss``. ``seed=None``
             draws a fresh seed from torch's generator on every call (what training wants).
         return_logits: when a call with labels also returns the real ``[B, L, V]`` logits: ``"eval"`` (in eval
             mode only, so ``Trainer.evaluate`` metrics work and training never builds them), ``"always"`` or
@@ -169,14 +171,15 @@ def apply_true_negatives(model, synonyms=None, *, sr_weight: float = 0.0, predic
     vocab_size = model.get_output_embeddings().weight.shape[0]
     check.mlm_options(vocab_size=vocab_size, synonyms=synonyms, prediction=prediction, temperature=temperature,
                       disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
-                      reduction="mean")
+                      reduction="mean", label_smoothing=label_smoothing, z_loss=z_loss)
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"backend: expected a str or None, got {type(backend).__name__}")
     check.choice("return_logits", return_logits, RETURN_LOGITS)
     remove_true_negatives(model)
     options = dict(synonyms=synonyms, sr_weight=float(sr_weight), prediction=prediction,
                    temperature=float(temperature), disallow_correct=disallow_correct, seed=seed,
-                   ignore_index=int(ignore_index), backend=backend, return_logits=return_logits)
+                   ignore_index=int(ignore_index), backend=backend, return_logits=return_logits,
+                   label_smoothing=float(label_smoothing), z_loss=float(z_loss))
     model._tnops_patch = _Patch(model, options, model.__dict__.get("accepts_loss_kwargs"))
     model._tnops_family = family
     model.forward = types.MethodType(_make_forward(model._tnops_patch.signature), model)
@@ -285,7 +288,8 @@ def _loss_forward(model, patch: _Patch, labels, encoder_arguments: dict, num_ite
         synonyms=options["synonyms"], prediction=options["prediction"], temperature=options["temperature"],
         disallow_correct=options["disallow_correct"], seed=options["seed"], sr_weight=options["sr_weight"],
         sr_embedding=word_embeddings if options["sr_weight"] else None, ignore_index=options["ignore_index"],
-        reduction="mean" if num_items_in_batch is None else "sum", row_ids=row_ids, backend=options["backend"])
+        reduction="mean" if num_items_in_batch is None else "sum", row_ids=row_ids, backend=options["backend"],
+        label_smoothing=options["label_smoothing"], z_loss=options["z_loss"])
     loss, mlm, sr = result.loss, result.mlm_loss, result.sr_loss
     if num_items_in_batch is not None:
         if torch.is_tensor(num_items_in_batch):
