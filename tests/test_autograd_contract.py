@@ -21,12 +21,12 @@ def _inputs(n=12, vocab=40, width=8):
 
 @pytest.mark.parametrize("backend", FUSING)
 def test_fused_gradients_are_exact_or_absent_for_a_per_row_weighting(backend):
-    """The op's per-row ce may not carry the fused (summed) gradient: weighting rows must not silently use it."""
+    """The op's per-row nll may not carry the fused (summed) gradient: weighting rows must not silently use it."""
     h, w, y = _inputs()
     weights = torch.rand(y.shape[0]) * 3
     args = (h, w, None, y, None, None, None, None, None, torch.tensor(0), "argmax", 1.0, False, -100, backend,
-            True, True, False)
-    ce, ce_sum, *_ = _ops.mlm_head(*args)
+            True, True, False, [1.0, 0.0, 1.0, 0.0])
+    ce, _, _, ce_sum, *_ = _ops.mlm_head(*args)
     exact = reference.linear_mlm_loss(h.double(), w.double(), y, reduction="none").loss
     try:
         grads = torch.autograd.grad((ce * weights).sum(), (h, w))

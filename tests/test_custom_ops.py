@@ -20,8 +20,9 @@ def head_args(backend, *, weight=True, bias=True, table=True, sr=True, want=(Tru
     csr = tnops.SynonymTable.from_pairs(torch.randint(0, vocab, (200,)), torch.randint(0, vocab, (200,)),
                                         vocab).csr_view() if table else (None, None, None)
     emb = torch.randn(vocab, 8, requires_grad=True) if sr else None
+    # generic coefficients (a, b, c, d) of the kept rows' objective: label smoothing 0.1 and z-loss 0.01's
     return (inputs, w, b, labels, torch.arange(n) * 3, *csr, emb, torch.tensor(7), prediction, 1.0, False, -100,
-            backend, *want)
+            backend, *want, [1.0, 0.02, 0.9, 0.1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -38,12 +39,13 @@ def test_opcheck_mlm_head_backward(backend):
     inputs, w, b, labels, _, _, _, _, emb, *_ = head_args(backend)
     n = labels.shape[0]
     lse = torch.randn(n)
-    coef = torch.where(labels != -100, torch.rand(n), 0.0)
+    sr_coef = torch.where(labels != -100, torch.rand(n), 0.0)
+    coef = torch.where(labels != -100, torch.rand(3, n) - 0.3, 0.0)  # (alpha, gamma, delta) per row
     pred = torch.where(labels != -100, torch.randint(0, 40, (n,)), -100)
-    aux_rows = getattr(backends.get(backend), "sr_aux_rows", 0)
+    aux_rows = backends.get(backend).aux_rows(True)
     aux = torch.rand(aux_rows, n) if aux_rows else torch.empty(0)
-    args = (inputs.detach(), w.detach(), b.detach(), labels, lse, coef, emb.detach(), pred, coef, aux, -100, backend,
-            True, True, True, True)
+    args = (inputs.detach(), w.detach(), b.detach(), labels, lse, coef, emb.detach(), pred, sr_coef, aux, -100,
+            backend, True, True, True, True)
     torch.library.opcheck(_ops.mlm_head_backward, args)
 
 

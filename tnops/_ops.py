@@ -177,6 +177,13 @@ def _(inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coe
                  for t, w in zip((inputs, weight, bias, sr_embedding), want))
 
 
+def _traced(t: Tensor) -> bool:
+    """True while a graph is being traced (torch.compile, AOTAutograd, export): in-place updates of saved outputs are
+    not allowed there."""
+    return (torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None
+            or torch._is_functional_tensor(t))
+
+
 def _head_setup(ctx, inputs, output):
     (x, weight, bias, labels, _, _, _, _, sr_embedding, _, _, _, _, ignore_index, backend, w_in, w_w, w_b,
      coefficients) = inputs
@@ -230,8 +237,11 @@ def _head_backward(ctx, g_nll, g_lse, g_zmean, g_sum, _g_pred, _g_corrected, g_s
             if need[i]:
                 if _is_empty(g):
                     raise RuntimeError("tnops::mlm_head: a gradient is needed that the forward pass did not fuse")
-                grads[i] = g.mul_(g_sum.to(g.dtype))
-                ctx.handed_out = True
+                if _traced(g):  # a graph being traced: functional (the compiler plans the buffers)
+                    grads[i] = g * g_sum.to(g.dtype)
+                else:
+                    grads[i] = g.mul_(g_sum.to(g.dtype))
+                    ctx.handed_out = True
         if want_sr and ctx.sr_is_weight and need[1] and grads[1].dtype == lse.dtype:
             # SR on the head's own table: its gradient touches 2 rows per masked token; add them into d weight
             # in place instead of building a dense [V, E] gradient for autograd to add (the fused backends' SR is
