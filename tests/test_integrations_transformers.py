@@ -114,6 +114,27 @@ def test_loss_and_every_gradient_equal_the_reference_on_full_logits(name, predic
     _assert_grads_equal(model, unpatched)
 
 
+def test_label_smoothing_and_z_loss_reach_the_patched_loss():
+    """The issue-18 options through apply_true_negatives: loss and every gradient equal the reference's on the
+    unpatched model's full logits (HC on, so they apply to kept rows only)."""
+    model = _model("BertForMaskedLM")
+    unpatched = copy.deepcopy(model)
+    input_ids, attention_mask, labels = _batch()
+    table = _dense_table()
+    apply_true_negatives(model, table, label_smoothing=0.1, z_loss=1e-2)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    out.loss.backward()
+    logits = unpatched(input_ids=input_ids, attention_mask=attention_mask).logits
+    want = reference.mlm_loss(logits.double(), labels, synonyms=table, predictions=out.true_negatives.predictions,
+                              label_smoothing=0.1, z_loss=1e-2)
+    want.loss.backward()
+    assert out.true_negatives.num_corrected > 0
+    torch.testing.assert_close(out.loss, want.loss.float(), rtol=1e-5, atol=0)
+    _assert_grads_equal(model, unpatched)
+    with pytest.raises(ValueError, match="label_smoothing: expected 0 <= label_smoothing < 1"):
+        apply_true_negatives(model, table, label_smoothing=1.5)
+
+
 class _TensorSizes(TorchDispatchMode):
     """Records the shape of every tensor an op returns (forward and backward)."""
 
