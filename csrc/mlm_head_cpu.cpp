@@ -1,5 +1,9 @@
 // The fused generator-head objective for CPU tensors: tnops::mlm_head_native(_backward) (DESIGN §4, native).
 //
+// Per masked row it returns nll = lse − z_gold, lse and zmean = Σ_v z_v / V (bias included; summed in the max
+// pass), and the gradients of Σ_r f_r with the generic row coefficients (α_r, γ_r, δ_r):
+//   df_r/dz_r = α_r·softmax(z_r) − γ_r·onehot(gold_r) − δ_r/V
+// (forward: α = a + b·lse, γ = c, δ = d on kept rows, decided in the pass, 0 elsewhere; backward: coef [3, N]).
 // Rows that carry work (masked rows in the forward pass, rows with a nonzero coefficient in the backward)
 // are gathered and processed in chunks.  First one O(N) pass checks every index a visited row dereferences
 // (its label in [0, V), its row id in [0, 2^32), its gold token's CSR row inside syn_ids) and raises ValueError
@@ -9,13 +13,16 @@
 //      Gumbel-max (philox.h: the torch path's Philox words and Gumbel transform, bit for bit), the
 //      disallow-correct exclusion, the hard-correction check (binary search in the CSR row of the gold
 //      token), then e = exp(z - max) written in place with its sum s and, summed apart, other = Σ_{v≠gold} e_v;
-//   3. with gradients wanted, three more GEMMs give dh, dW, db:  dz = coef·(e/s - onehot) = (coef/s)·e' with
-//      e' = e - s·onehot, whose gold entry e_gold - s = -other is exact, so nothing cancels when p(gold) → 1 (a
-//      trained head; forming (coef/s)·(e·W) - coef·W[gold] subtracts two nearly equal rounded rows).  float and
-//      double rows keep e' and fold the row scale into the GEMMs' other side (no extra pass over [C, V]):
-//      dh = (coef/s)·(e'·W),  dW += e'ᵀ·((coef/s)·x),  db += e'ᵀ·(coef/s);  half rows get dz itself, formed in
-//      fp32 and narrowed once (what plain PyTorch's half GEMMs read): dh = dz·W, dW += dzᵀ·x, db += Σ_rows dz.
-// Rows that are ignored or corrected have coefficient 0 and cost no gradient work beyond their GEMM rows.
+//   3. with gradients wanted, three more GEMMs give dh, dW, db:  dz = (α/s)·e' with e'_v = e_v (v ≠ gold),
+//      e'_gold = e_gold - (γ/α)·s = -other + ((α - γ)/α)·s, exact (α = γ: -other), so nothing cancels when
+//      p(gold) → 1 (a trained head; forming (α/s)·(e·W) - γ·W[gold] subtracts two nearly equal rounded rows);
+//      δ ≠ 0 subtracts δ·s/(α·V) from every entry (one extra pass, only then); α = 0: e' = dz, scale 1
+//      (mlm_rows.h: form_row_grad).  float and double rows keep e' and fold the row scale into the GEMMs' other
+//      side (no extra pass over [C, V]): dh = (α/s)·(e'·W),  dW += e'ᵀ·((α/s)·x),  db += e'ᵀ·(α/s);  half rows
+//      get dz itself, formed in fp32 and narrowed once (what plain PyTorch's half GEMMs read): dh = dz·W,
+//      dW += dzᵀ·x, db += Σ_rows dz.
+// Rows whose three coefficients are 0 (ignored, corrected) cost no gradient work beyond their GEMM rows, and a
+// NaN there is selected out, never multiplied by 0.
 // Half inputs (bfloat16, float16) run half GEMMs (oneDNN; fp32 accumulation inside) with fp32 row maths
 // and fp32 dW/db accumulators across chunks; float64 inputs run in float64.
 #include <ATen/Parallel.h>
@@ -29,14 +36,15 @@
 #include <limits>
 #include <vector>
 
+#include "mlm_checks.h"
 #include "mlm_rows.h"
 
 namespace tnops {
 namespace {
 
 // What one call computes, for one dtype.  `inputs` [N, E] hidden states (or [N, V] logits when weight is
-// undefined); `coef` [N] the gradient coefficient of each row's CE (forward: 1 on kept rows, decided in the
-// pass); `lse_in` [N] given log-sum-exp (backward: the pass only re-forms e = exp(z - lse)).
+// undefined); backward: `coef_in` [3, N] the rows' (α, γ, δ) and `lse_in` [N] the given log-sum-exp (the pass only
+// re-forms e = exp(z - lse)); forward: `fused` (a, b, c, d), α = a + b·lse, γ = c, δ = d on kept rows.
 template <typename scalar_t>
 struct HeadCall {
   using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -44,15 +52,17 @@ struct HeadCall {
   Options options;
   bool backward;           // true: lse and coef are given, no prediction
   at::Tensor lse_in, coef_in;
+  acc_t fused[4] = {1, 0, 1, 0};
   bool want_inputs, want_weight, want_bias;
   int64_t chunk_rows;
 
   // outputs
-  at::Tensor ce, lse, predictions, corrected, d_inputs, d_weight, d_bias;
+  at::Tensor nll, lse, zmean, predictions, corrected, d_inputs, d_weight, d_bias;
 
-  // The rows that carry work (forward: label != ignore_index; backward: coef != 0), every index they dereference
-  // checked first: the label in [0, V), the row id in [0, 2^32), the gold token's CSR row inside syn_ids.  One
-  // O(N) pass before any GEMM or write; under torch.compile the Python checks are skipped, these are not.
+  // The rows that carry work (forward: label != ignore_index; backward: a coefficient != 0), every index they
+  // dereference checked first: the label in [0, V), the row id in [0, 2^32), the gold token's CSR row inside
+  // syn_ids.  One O(N) pass before any GEMM or write; under torch.compile the Python checks are skipped, these are
+  // not.
   std::vector<int64_t> rows_to_visit(int64_t vocab, bool has_table) const {
     const int64_t n = labels.size(0);
     const int64_t* label = labels.data_ptr<int64_t>();
@@ -60,13 +70,14 @@ struct HeadCall {
     const int32_t* off = has_table ? offsets.data_ptr<int32_t>() : nullptr;
     const int64_t nnz = has_table ? syn_ids.numel() : 0;
     const acc_t* coef = backward ? coef_in.data_ptr<acc_t>() : nullptr;
+    auto idle = [&](int64_t r) { return coef[r] == 0 && coef[n + r] == 0 && coef[2 * n + r] == 0; };
     std::vector<int64_t> visit;
     for (int64_t r = 0; r < n; ++r) {
       if (row_id) {
         TORCH_CHECK_VALUE(row_id[r] >= 0 && row_id[r] <= int64_t{0xFFFFFFFF},
                           "row_ids: expected values in [0, 2^32), found ", row_id[r]);
       }
-      if (backward ? coef[r] == 0 : label[r] == options.ignore_index) continue;
+      if (backward ? idle(r) : label[r] == options.ignore_index) continue;
       const int64_t gold = label[r];
       if (gold < 0 || gold >= vocab) {
         TORCH_CHECK_VALUE(!backward, "labels: expected ids in [0, ", vocab, ") on rows with coef != 0, found ", gold);
@@ -91,8 +102,9 @@ struct HeadCall {
     const std::vector<int64_t> visit = rows_to_visit(vocab, has_table);
     const auto acc_type = std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat;
     const auto opts = inputs.options();
-    ce = at::zeros({n}, opts.dtype(acc_type));
+    nll = at::zeros({n}, opts.dtype(acc_type));
     lse = at::zeros({n}, opts.dtype(acc_type));
+    zmean = at::zeros({n}, opts.dtype(acc_type));
     predictions = at::full({n}, options.ignore_index, opts.dtype(at::kLong));
     corrected = at::zeros({n}, opts.dtype(at::kBool));
     const bool any_grad = want_inputs || want_weight || want_bias;
@@ -115,13 +127,15 @@ struct HeadCall {
     at::Tensor logits = at::empty({chunk, vocab}, opts);          // GEMM output, then e' in place
     constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;  // half rows get a per-thread fp32 row buffer
     at::Tensor index = at::empty({chunk}, opts.dtype(at::kLong));
-    at::Tensor x = has_weight ? at::empty({chunk, inputs.size(1)}, opts) : at::Tensor();
-    at::Tensor row_scale = at::empty({chunk}, opts.dtype(acc_type));  // coef / s per row
+    const int64_t width = inputs.size(1);
+    at::Tensor x = has_weight ? at::empty({chunk, width}, opts) : at::Tensor();
+    at::Tensor row_scale = at::empty({chunk}, opts.dtype(acc_type));  // α / s per row (0: no work, 1: dz)
     acc_t* dh = want_inputs ? dh_acc.data_ptr<acc_t>() : nullptr;
     at::Tensor tmp_h = want_inputs && has_weight ? at::empty({chunk, inputs.size(1)}, opts) : at::Tensor();
     at::Tensor weight_t = has_weight ? weight.t() : at::Tensor();
-    acc_t* ce_p = ce.data_ptr<acc_t>();
+    acc_t* nll_p = nll.data_ptr<acc_t>();
     acc_t* lse_p = lse.data_ptr<acc_t>();
+    acc_t* zmean_p = zmean.data_ptr<acc_t>();
     int64_t* pred_p = predictions.data_ptr<int64_t>();
     bool* corr_p = corrected.data_ptr<bool>();
 
@@ -139,6 +153,7 @@ struct HeadCall {
         at::index_select_out(zc, inputs, 0, idx);
       }
       scalar_t* zp = zc.data_ptr<scalar_t>();
+      scalar_t* xp = has_weight && dw_acc.defined() ? xc.data_ptr<scalar_t>() : nullptr;
       acc_t* scale_p = row_scale.data_ptr<acc_t>();
       const int64_t* rows = visit.data() + start;
       at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
@@ -150,39 +165,44 @@ struct HeadCall {
           acc_t* zr = in_place ? reinterpret_cast<acc_t*>(zs) : row_buffer.data();
           if (!in_place || b) widen(zs, b, zr, vocab);
           const int64_t gold = label[r];
-          acc_t coef, other, sum;
+          acc_t alpha, gamma, delta, other, sum;
           if (backward) {  // e = exp(z - lse), normalised by its own sum: dz is the softmax of these logits
             acc_t e_gold;
             other = exp_apart(zr, lse_given[r], vocab, gold, e_gold);
             sum = other + e_gold;
-            coef = coef_given[r];
+            alpha = coef_given[r];
+            gamma = coef_given[n + r];
+            delta = coef_given[2 * n + r];
           } else {
             const uint32_t key = static_cast<uint32_t>(row_id ? row_id[r] : r);
             RowResult<acc_t> res = row_pass<acc_t>(zr, vocab, gold, key, options, noise.data());
             const acc_t row_lse = res.max + std::log(res.sum);
             const bool fixed = has_table && res.prediction != gold && listed(off, syn, gold, res.prediction);
             lse_p[r] = row_lse;
+            zmean_p[r] = res.total / static_cast<acc_t>(vocab);
             pred_p[r] = res.prediction;
             corr_p[r] = fixed;
-            // gold is the max: ce = log(s) = log1p(other), exact where p(gold) → 1 (lse - z_gold would cancel)
+            // gold is the max: nll = log(s) = log1p(other), exact where p(gold) → 1 (lse - z_gold would cancel);
+            // corrected rows keep theirs (hard correction is applied above, from `corrected`)
             const bool gold_max = res.gold_logit == res.max && std::isfinite(res.max);
-            ce_p[r] = fixed ? acc_t(0) : gold_max ? std::log1p(res.other) : row_lse - res.gold_logit;
-            coef = fixed ? acc_t(0) : acc_t(1);
+            nll_p[r] = gold_max ? std::log1p(res.other) : row_lse - res.gold_logit;
+            alpha = fixed ? acc_t(0) : fused[1] == 0 ? fused[0] : fused[0] + fused[1] * row_lse;
+            gamma = fixed ? acc_t(0) : fused[2];
+            delta = fixed ? acc_t(0) : fused[3];
             other = res.other;
             sum = res.sum;
           }
           if (!any_grad) continue;
-          // dz = coef·(e/s - onehot(gold)) = (coef/s)·e' with e' = e - s·onehot: e'[gold] = e_gold - s = -other,
-          // exact, so nothing cancels when p(gold) → 1.  float/double: e' stays in the buffer and the row scale
-          // coef/s goes to the GEMMs' other side (no extra pass); half: dz itself is formed in fp32 and narrowed
-          // once, so the half GEMMs read what plain PyTorch's would (row scale 1).
-          if (coef == 0) {  // selected out, never 0·e (e may be NaN)
+          // dz = α·e/s - γ·onehot(gold) - δ/V = scale·e' (form_row_grad).  float/double: e' stays in the buffer
+          // and the row scale goes to the GEMMs' other side (no extra pass); half: dz itself is formed in fp32
+          // and narrowed once, so the half GEMMs read what plain PyTorch's would (row scale 1).
+          if (alpha == 0 && gamma == 0 && delta == 0) {  // selected out, never 0·e nor 0·x (either may be NaN)
             std::fill(zs, zs + vocab, scalar_t(0));
+            if (xp) std::fill(xp + i * width, xp + (i + 1) * width, scalar_t(0));  // dW's GEMM reads the row
             scale_p[i] = 0;
             continue;
           }
-          zr[gold] = -other;
-          const acc_t scale = coef / sum;
+          const acc_t scale = form_row_grad(zr, vocab, gold, alpha, gamma, delta, other, sum);
           if constexpr (in_place) {
             scale_p[i] = scale;
           } else {
@@ -252,76 +272,14 @@ struct HeadCall {
 using at::Tensor;
 using Grads = std::tuple<Tensor, Tensor, Tensor>;
 
-namespace {
-Tensor contiguous_or_undefined(const std::optional<Tensor>& t) {
-  return t.has_value() && t->defined() ? t->contiguous() : Tensor();
-}
-
-// Shapes, dtypes and devices of every argument a kernel reads (TypeError for a dtype, ValueError otherwise); the
-// values of the indices are checked in HeadCall::rows_to_visit.
-void check_inputs(const Tensor& inputs, const Tensor& weight, const Tensor& bias, const Tensor& labels) {
-  TORCH_CHECK_VALUE(inputs.device().is_cpu() && inputs.dim() == 2, "inputs: expected a 2-D CPU tensor, got ",
-                    inputs.dim(), "-D on ", inputs.device());
-  TORCH_CHECK_TYPE(at::isFloatingType(inputs.scalar_type()),
-                   "inputs: expected float32, bfloat16, float16 or float64, got ", inputs.scalar_type());
-  const int64_t n = inputs.size(0);
-  TORCH_CHECK_TYPE(labels.scalar_type() == at::kLong, "labels: expected int64, got ", labels.scalar_type());
-  TORCH_CHECK_VALUE(labels.device().is_cpu() && labels.dim() == 1 && labels.size(0) == n,
-                    "labels: expected a CPU tensor [", n, "] matching inputs [N, *], got ", labels.sizes());
-  if (weight.defined()) {
-    TORCH_CHECK_TYPE(weight.scalar_type() == inputs.scalar_type(), "weight: expected the inputs' dtype ",
-                     inputs.scalar_type(), ", got ", weight.scalar_type());
-    TORCH_CHECK_VALUE(weight.device().is_cpu() && weight.dim() == 2 && weight.size(1) == inputs.size(1),
-                      "weight: expected a CPU tensor [V, ", inputs.size(1), "], got ", weight.sizes());
-  }
-  const int64_t vocab = weight.defined() ? weight.size(0) : inputs.size(1);
-  if (bias.defined()) {
-    TORCH_CHECK_TYPE(at::isFloatingType(bias.scalar_type()), "bias: expected a float tensor, got ", bias.scalar_type());
-    TORCH_CHECK_VALUE(bias.device().is_cpu() && bias.dim() == 1 && bias.size(0) == vocab,
-                      "bias: expected a CPU tensor [", vocab, "], got ", bias.sizes());
-  }
-}
-
-int64_t vocab_of(const Tensor& inputs, const Tensor& weight) {
-  return weight.defined() ? weight.size(0) : inputs.size(1);
-}
-
-// row_ids int32/int64 [N] (returned as int64), syn_offsets int32 [V+1] and syn_ids int32 [nnz], both or neither.
-Tensor check_table_and_row_ids(const Tensor& row_ids, const Tensor& offsets, const Tensor& syn_ids, int64_t n,
-                               int64_t vocab) {
-  if (row_ids.defined()) {
-    TORCH_CHECK_TYPE(row_ids.scalar_type() == at::kLong || row_ids.scalar_type() == at::kInt,
-                     "row_ids: expected int64 or int32, got ", row_ids.scalar_type());
-    TORCH_CHECK_VALUE(row_ids.device().is_cpu() && row_ids.dim() == 1 && row_ids.size(0) == n,
-                      "row_ids: expected a CPU tensor [", n, "] (one per row), got ", row_ids.sizes());
-  }
-  TORCH_CHECK_VALUE(offsets.defined() == syn_ids.defined(), "syn_offsets, syn_ids: expected both or neither");
-  if (offsets.defined()) {
-    TORCH_CHECK_TYPE(offsets.scalar_type() == at::kInt && syn_ids.scalar_type() == at::kInt,
-                     "syn_offsets, syn_ids: expected int32 (a CSR table), got ", offsets.scalar_type(), ", ",
-                     syn_ids.scalar_type());
-    TORCH_CHECK_VALUE(offsets.device().is_cpu() && offsets.dim() == 1 && offsets.size(0) == vocab + 1,
-                      "syn_offsets: expected a CPU tensor [", vocab + 1, "] (V + 1 entries), got ", offsets.sizes());
-    TORCH_CHECK_VALUE(syn_ids.device().is_cpu() && syn_ids.dim() == 1, "syn_ids: expected a 1-D CPU tensor, got ",
-                      syn_ids.sizes());
-  }
-  return row_ids.defined() ? row_ids.to(at::kLong) : row_ids;
-}
-
-// lse and coef of the backward: float [N].
-void check_rows(const char* name, const Tensor& t, int64_t n) {
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name, ": expected a float tensor, got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n, name, ": expected a CPU tensor [", n,
-                    "] (one per row), got ", t.sizes());
-}
-}  // namespace
-
-// mlm_head_native: per-row ce, lse, predictions, corrected (+ the gradients of Σ_kept ce where wanted).
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_head_native(
+// mlm_head_native: per-row nll, lse, zmean, predictions, corrected (+ the gradients of Σ_kept f_r where wanted,
+// df_r/dz_r = (a + b·lse_r)·softmax - c·onehot(gold) - d/V).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_head_native(
     const Tensor& inputs, const std::optional<Tensor>& weight_opt, const std::optional<Tensor>& bias_opt,
     const Tensor& labels, const std::optional<Tensor>& row_ids_opt, const std::optional<Tensor>& offsets_opt,
     const std::optional<Tensor>& syn_ids_opt, int64_t seed, bool sample, double temperature, bool disallow_correct,
-    int64_t ignore_index, bool want_inputs, bool want_weight, bool want_bias, int64_t chunk_rows) {
+    int64_t ignore_index, bool want_inputs, bool want_weight, bool want_bias, int64_t chunk_rows, double coef_a,
+    double coef_b, double coef_c, double coef_d) {
   const Tensor weight = contiguous_or_undefined(weight_opt);
   const Tensor bias = contiguous_or_undefined(bias_opt);
   check_inputs(inputs, weight, bias, labels);
@@ -332,7 +290,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_head_nati
   const uint64_t useed = static_cast<uint64_t>(seed);
   const Options options{sample, temperature, disallow_correct, ignore_index, static_cast<uint32_t>(useed),
                         static_cast<uint32_t>(useed >> 32)};
-  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> out;
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_head_native", [&] {
     HeadCall<scalar_t> call;
     call.inputs = inputs.contiguous();
@@ -344,17 +302,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_head_nati
     call.syn_ids = contiguous_or_undefined(syn_ids_opt);
     call.options = options;
     call.backward = false;
+    using acc_t = typename HeadCall<scalar_t>::acc_t;
+    call.fused[0] = static_cast<acc_t>(coef_a);
+    call.fused[1] = static_cast<acc_t>(coef_b);
+    call.fused[2] = static_cast<acc_t>(coef_c);
+    call.fused[3] = static_cast<acc_t>(coef_d);
     call.want_inputs = want_inputs;
     call.want_weight = want_weight && weight.defined();
     call.want_bias = want_bias && call.bias.defined();
     call.chunk_rows = chunk_rows;
     call.run();
-    out = {call.ce, call.lse, call.predictions, call.corrected, call.d_inputs, call.d_weight, call.d_bias};
+    out = {call.nll, call.lse, call.zmean, call.predictions, call.corrected, call.d_inputs, call.d_weight,
+           call.d_bias};
   });
   return out;
 }
 
-// mlm_head_native_backward: gradients of Σ coef[row]·ce[row], re-forming each chunk's logits.
+// mlm_head_native_backward: gradients of Σ_r f_r, df_r/dz_r = α_r·softmax - γ_r·onehot(gold) - δ_r/V with
+// (α, γ, δ) = coef[:, r], re-forming each chunk's logits.
 Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>& weight_opt,
                                const std::optional<Tensor>& bias_opt, const Tensor& labels, const Tensor& lse,
                                const Tensor& coef, bool want_inputs, bool want_weight, bool want_bias,
@@ -363,7 +328,7 @@ Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>
   const Tensor bias = contiguous_or_undefined(bias_opt);
   check_inputs(inputs, weight, bias, labels);
   check_rows("lse", lse, inputs.size(0));
-  check_rows("coef", coef, inputs.size(0));
+  check_coef(coef, inputs.size(0));
   Grads out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_head_native_backward",
                                   [&] {

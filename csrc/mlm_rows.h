@@ -1,6 +1,6 @@
 // The per-row loops of the fused head (csrc/mlm_head_cpu.cpp, its only includer): the softmax exponential,
-// Gumbel noise blocks, max / first-argmax, widening half rows, scaling a row into dz, and row_pass, which runs
-// them over one row.
+// Gumbel noise blocks, max (+ sum) / first-argmax, widening half rows, forming and scaling a row of dz, and
+// row_pass, which runs them over one row.
 // Written once as inline templates, instantiated as multiversioned float functions (the hot path) and plain
 // double ones.
 #pragma once
@@ -103,6 +103,7 @@ int64_t uniform_candidates(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32
 template <typename acc_t>
 struct RowResult {
   acc_t max = -std::numeric_limits<acc_t>::infinity();
+  acc_t total = 0;  // Σ_v z_v (bias included), summed in the max pass: zmean = total / V
   acc_t sum = 0;    // s = Σ_v e_v = other + e_gold
   acc_t other = 0;  // Σ_{v != gold} e_v, summed apart: 1 - p(gold) = other / s without cancellation
   acc_t gold_logit = 0;
@@ -138,6 +139,25 @@ inline T max_body(const T* z, int64_t n) {
 }
 
 template <typename T>
+inline T max_sum_body(const T* z, int64_t n, T* total) {  // the max pass, summing the row beside it
+  T m = -std::numeric_limits<T>::infinity();
+  T s = 0;
+#pragma omp simd reduction(max : m) reduction(+ : s)
+  for (int64_t v = 0; v < n; ++v) {
+    m = z[v] > m ? z[v] : m;
+    s += z[v];
+  }
+  *total = s;
+  return m;
+}
+
+template <typename T>
+inline void add_body(T* z, T shift, int64_t n) {  // z <- z + shift in place
+#pragma omp simd
+  for (int64_t v = 0; v < n; ++v) z[v] = z[v] + shift;
+}
+
+template <typename T>
 inline T exp_sum_body(T* z, T shift, int64_t n) {  // z <- exp(z - shift) in place; returns the sum
   T s = 0;
 #pragma omp simd reduction(+ : s)
@@ -157,6 +177,10 @@ inline void noisy_scores_body(const T* z, T temperature, const float* gumbel, T*
 
 TNOPS_TARGET_CLONES float max_of(const float* z, int64_t n) { return max_body(z, n); }
 inline double max_of(const double* z, int64_t n) { return max_body(z, n); }
+TNOPS_TARGET_CLONES float max_sum_of(const float* z, int64_t n, float* total) { return max_sum_body(z, n, total); }
+inline double max_sum_of(const double* z, int64_t n, double* total) { return max_sum_body(z, n, total); }
+TNOPS_TARGET_CLONES void add_to_row(float* z, float shift, int64_t n) { add_body(z, shift, n); }
+inline void add_to_row(double* z, double shift, int64_t n) { add_body(z, shift, n); }
 TNOPS_TARGET_CLONES float exp_sum(float* z, float shift, int64_t n) { return exp_sum_body(z, shift, n); }
 inline double exp_sum(double* z, double shift, int64_t n) { return exp_sum_body(z, shift, n); }
 TNOPS_TARGET_CLONES void noisy_scores(const float* z, float t, const float* g, float* out, int64_t n) {
@@ -229,7 +253,7 @@ inline acc_t exp_apart(acc_t* z, acc_t shift, int64_t vocab, int64_t gold, acc_t
 template <typename acc_t>
 RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_key, const Options& o, acc_t* noise) {
   RowResult<acc_t> res;
-  acc_t m = max_of(z, vocab);
+  acc_t m = max_sum_of(z, vocab, &res.total);
   res.max = m;
   res.gold_logit = z[gold];
   acc_t best = -std::numeric_limits<acc_t>::infinity();
@@ -273,6 +297,35 @@ RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_ke
   res.other = exp_apart(z, m, vocab, gold, e_gold);
   res.sum = res.other + e_gold;
   return res;
+}
+
+// One row of dz = α·softmax(z) − γ·onehot(gold) − δ/V, from e (exp(z − shift) in z[0, V), other = Σ_{v≠gold} e_v,
+// sum = other + e_gold), as buf·scale with the returned scale (what the GEMMs fold in on their other side):
+//   α ≠ 0: buf = e' with e'[gold] = −other + ((α − γ)/α)·s (α·p_gold − γ = −α·(1 − p_gold) + (α − γ), nothing
+//          cancels when p(gold) → 1; α == γ: exactly −other), less δ·s/(α·V) everywhere when δ ≠ 0 (the one extra
+//          pass, only then); scale α/s.  (A subnormal α whose ratios overflow: dz itself, scale 1.)
+//   α == 0: buf = dz itself (−δ/V everywhere, −γ − δ/V at gold; e is never read: it may be NaN), scale 1.
+// All three 0 is the caller's case (selected out, never 0·e).
+template <typename acc_t>
+inline acc_t form_row_grad(acc_t* z, int64_t vocab, int64_t gold, acc_t alpha, acc_t gamma, acc_t delta, acc_t other,
+                           acc_t sum) {
+  const acc_t per_id = delta / static_cast<acc_t>(vocab);
+  if (alpha == 0) {
+    std::fill(z, z + vocab, -per_id);
+    z[gold] = -gamma - per_id;
+    return 1;
+  }
+  const acc_t ratio = (alpha - gamma) / alpha, shift = per_id / alpha;
+  if (!std::isfinite(ratio) || !std::isfinite(shift)) {  // α tiny against γ or δ
+    const acc_t p_scale = alpha / sum;
+    scale_row(z, p_scale, z, vocab);
+    z[gold] = -p_scale * other + (alpha - gamma);
+    if (delta != 0) add_to_row(z, -per_id, vocab);
+    return 1;
+  }
+  z[gold] = alpha == gamma ? -other : -other + ratio * sum;
+  if (delta != 0) add_to_row(z, -shift * sum, vocab);
+  return alpha / sum;
 }
 
 }  // namespace

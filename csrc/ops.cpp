@@ -7,9 +7,9 @@ TORCH_LIBRARY(tnops, m) {
   m.def("gumbel_noise(int seed, Tensor rows, int start, int stop) -> Tensor");
   m.def("mlm_head_native(Tensor inputs, Tensor? weight, Tensor? bias, Tensor labels, Tensor? row_ids, "
         "Tensor? syn_offsets, Tensor? syn_ids, int seed, bool sample, float temperature, bool disallow_correct, "
-        "int ignore_index, bool want_inputs, bool want_weight, bool want_bias, int chunk_rows) -> "
-        "(Tensor ce, Tensor lse, Tensor predictions, Tensor corrected, Tensor d_inputs, Tensor d_weight, "
-        "Tensor d_bias)");
+        "int ignore_index, bool want_inputs, bool want_weight, bool want_bias, int chunk_rows, float coef_a, "
+        "float coef_b, float coef_c, float coef_d) -> (Tensor nll, Tensor lse, Tensor zmean, Tensor predictions, "
+        "Tensor corrected, Tensor d_inputs, Tensor d_weight, Tensor d_bias)");
   m.def("mlm_head_native_backward(Tensor inputs, Tensor? weight, Tensor? bias, Tensor labels, Tensor lse, "
         "Tensor coef, bool want_inputs, bool want_weight, bool want_bias, int chunk_rows) -> "
         "(Tensor d_inputs, Tensor d_weight, Tensor d_bias)");

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(backends.unavailable_reason("native") is not Non
                                 reason=f"native backend unavailable: {backends.unavailable_reason('native')}")
 
 
-def head_args(weight=True, want=(True, True, True), sample=True):
+def head_args(weight=True, want=(True, True, True), sample=True, coefficients=(1.0, 0.0, 1.0, 0.0)):
     torch.manual_seed(0)
     n, vocab, width = 11, 37, 16
     inputs = torch.randn(n, width) if weight else torch.randn(n, vocab)
@@ -27,7 +27,7 @@ def head_args(weight=True, want=(True, True, True), sample=True):
     labels[::4] = -100
     table = tnops.SynonymTable.from_pairs(torch.randint(0, vocab, (300,)), torch.randint(0, vocab, (300,)), vocab)
     return (inputs, w, b, labels, torch.arange(n) * 5, table.offsets, table.ids, -7, sample, 0.7, False, -100,
-            *want, 4)
+            *want, 4, *coefficients)
 
 
 def test_cpu_tensors_use_native_by_default(monkeypatch):
@@ -35,16 +35,16 @@ def test_cpu_tensors_use_native_by_default(monkeypatch):
     assert backends.select(torch.device("cpu"), torch.float32) == "native"
 
 
-@pytest.mark.parametrize("variant", ["head", "logits", "no-grads", "argmax"])
+@pytest.mark.parametrize("variant", ["head", "logits", "no-grads", "argmax", "coefficients"])
 def test_opcheck_native_forward(variant):
     kw = {"head": {}, "logits": dict(weight=False), "no-grads": dict(want=(False, False, False)),
-          "argmax": dict(sample=False)}[variant]
+          "argmax": dict(sample=False), "coefficients": dict(coefficients=(1.0, 0.3, 0.9, 0.1))}[variant]
     torch.library.opcheck(torch.ops.tnops.mlm_head_native.default, head_args(**kw))
 
 
 def test_opcheck_native_backward_and_gumbel():
     inputs, w, b, labels, *_ = head_args()
-    coef = torch.where(labels != -100, torch.rand(labels.shape), 0.0)
+    coef = torch.where(labels != -100, torch.rand(3, *labels.shape), 0.0)
     torch.library.opcheck(torch.ops.tnops.mlm_head_native_backward.default,
                           (inputs, w, b, labels, torch.randn(labels.shape), coef, True, True, True, 4))
     torch.library.opcheck(torch.ops.tnops.gumbel_noise.default, (5, torch.arange(6), 3, 40))
@@ -236,10 +236,11 @@ def test_native_op_refuses_labels_out_of_range(bad):
     with pytest.raises(ValueError, match=LABEL_MESSAGE.format(bad)):
         torch.ops.tnops.mlm_head_native(*_with(args, labels=labels))
     inputs, w, b = args[:3]
-    coef = torch.where(args[3] != -100, 1.0, 0.0)
+    coef = torch.where(args[3] != -100, 1.0, 0.0).expand(3, 11).clone()
+    coef[:2, 1] = 0  # δ alone is gradient work
     with pytest.raises(ValueError, match=rf"labels: expected ids in \[0, 37\) on rows with coef != 0, found {bad}"):
         torch.ops.tnops.mlm_head_native_backward(inputs, w, b, labels, torch.zeros(11), coef, True, True, True, 4)
-    coef[1] = 0  # a row without gradient work is not visited: its label is never read
+    coef[:, 1] = 0  # a row without gradient work is not visited: its label is never read
     torch.ops.tnops.mlm_head_native_backward(inputs, w, b, labels, torch.zeros(11), coef, True, True, True, 4)
 
 
@@ -249,8 +250,9 @@ def test_native_op_reads_only_masked_labels():
     labels = args[3].clone()
     labels[labels == -100] = -5
     args[3], args[11] = labels, -5
-    ce = torch.ops.tnops.mlm_head_native(*args)[0]
-    assert (ce[labels == -5] == 0).all()
+    nll, lse, zmean = torch.ops.tnops.mlm_head_native(*args)[:3]
+    for row in (nll, lse, zmean):
+        assert (row[labels == -5] == 0).all() and (row[labels != -5] != 0).all()
 
 
 @pytest.mark.parametrize("bad", [2**32, -1])
@@ -304,7 +306,7 @@ def test_native_op_checks_shapes_and_dtypes(case, error, match):
 ])
 def test_native_backward_checks_lse_and_coef(name, value, match):
     inputs, w, b, labels, *_ = head_args()
-    given = {"lse": torch.zeros(11), "coef": torch.ones(11), name: value}
+    given = {"lse": torch.zeros(11), "coef": torch.ones(3, 11), name: value}
     with pytest.raises((ValueError, TypeError), match=match):
         torch.ops.tnops.mlm_head_native_backward(inputs, w, b, labels, given["lse"], given["coef"], True, True, True,
                                                  4)

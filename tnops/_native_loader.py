@@ -91,12 +91,12 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("tnops::mlm_head_native")
     def _(inputs, weight, bias, labels, row_ids, offsets, syn_ids, seed, sample, temperature, disallow_correct,
-          ignore_index, want_inputs, want_weight, want_bias, chunk_rows):
+          ignore_index, want_inputs, want_weight, want_bias, chunk_rows, coef_a, coef_b, coef_c, coef_d):
         n = labels.shape[0]
-        rows = inputs.new_empty((n,), dtype=compute_dtype(inputs.dtype))
+        rows = [inputs.new_empty((n,), dtype=compute_dtype(inputs.dtype)) for _ in range(3)]  # nll, lse, zmean
         grads = [torch.empty_like(t) if w and t is not None else inputs.new_empty((0,))
                  for t, w in zip((inputs, weight, bias), (want_inputs, want_weight, want_bias))]
-        return (rows, rows.clone(), labels.new_empty((n,)), labels.new_empty((n,), dtype=torch.bool), *grads)
+        return (*rows, labels.new_empty((n,)), labels.new_empty((n,), dtype=torch.bool), *grads)
 
     @torch.library.register_fake("tnops::mlm_head_native_backward")
     def _(inputs, weight, bias, labels, lse, coef, want_inputs, want_weight, want_bias, chunk_rows):
