@@ -142,6 +142,7 @@ def test_cli_argument_errors(capsys):
     ("--dropout", "nan"), ("--dropout", "-0.1"), ("--warmup-steps", "-1"), ("--batch-size", "0"),
     ("--grad-accum", "0"), ("--max-seq-length", "4"), ("--max-seq-length", "1024"), ("--eval-batches", "-1"),
     ("--eval-every", "0"), ("--save-every", "0"), ("--stop-after", "0"), ("--seed", "-1"), ("--max-steps", "1.5"),
+    ("--label-smoothing", "1"), ("--label-smoothing", "-0.1"), ("--z-loss", "-1e-4"), ("--z-loss", "nan"),
 ])  # fmt: skip
 def test_every_hyper_parameter_is_checked_naming_its_flag(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -234,3 +235,18 @@ def test_runs_without_any_evaluation_write_history_and_plot(setup, tmp_path, cas
     assert len(history) == 2 and not any("eval" in r for r in history)
     assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "final" / "discriminator").is_dir()
     assert summary["plot"] == str(out / "loss_curve.png")
+
+
+def test_label_smoothing_and_z_loss_flags_reach_the_generator_loss(setup, tmp_path):
+    """--z-loss adds λ·lse² per kept generator row: at a fresh init lse ≈ log V, so the first step's generator loss
+    rises by ≈ λ·(log V)²; --label-smoothing is recorded and trains (finite losses)."""
+    import math
+
+    runs = {}
+    for name, extra in (("plain", ()), ("options", ("--z-loss", "0.1", "--label-smoothing", "0.2"))):
+        out = tmp_path / name
+        pretrain.train(pretrain.parse_args(args_for(setup, out, "--max-steps", "1", "--no-hc", *extra)))
+        runs[name] = json.loads((out / "history.json").read_text())[0]
+    vocab = load_tokenizer().vocab_size
+    rise = runs["options"]["gen_loss"] - runs["plain"]["gen_loss"]
+    assert rise == pytest.approx(0.1 * math.log(vocab) ** 2, rel=0.1), runs
