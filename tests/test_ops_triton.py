@@ -41,6 +41,11 @@ def _poisoned_empty(monkeypatch):
     monkeypatch.setattr(torch, "empty", poisoned)
 
 
+def ce_coef(c):
+    """``mlm_head_backward``'s ``coef [3, N]`` for the plain CE weighted by ``c`` per row: α = γ = c, δ = 0."""
+    return torch.stack([c, c, torch.zeros_like(c)])
+
+
 def rel_err(a, b):
     a, b = a.double().cpu(), b.double().cpu()
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() if b.numel() else 0.0
@@ -82,14 +87,15 @@ def compare(h, w, b, y, tol=1e-5, sr_embedding=None, **kw):
 
 
 def compare_with_config(h, w, b, y, cfg, prediction="sample", seed=0):
-    """The launchers at the tiles ``cfg`` vs the fp64 reference: per-row CE and every gradient (1e-5)."""
+    """The launchers at the tiles ``cfg`` vs the fp64 reference: per-row NLL and every gradient (1e-5)."""
     out = mlm_head_forward(h, w, b, y, prediction=prediction, seed=seed, config=cfg)
     up = torch.rand(y.shape, device=DEVICE, dtype=torch.float64)
     coef = torch.where(y != -100, up.float(), 0.0)  # no synonym table: every masked row keeps its CE
-    grads = mlm_head_backward(h, w, b, y, out["lse"], coef, gold_complement=out["gold_complement"], config=cfg)
+    grads = mlm_head_backward(h, w, b, y, out["lse"], ce_coef(coef), gold_complement=out["gold_complement"],
+                              config=cfg)
     exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
     ref = reference.linear_mlm_loss(*exact[:2], y, bias=exact[2], predictions=out["predictions"], reduction="none")
-    assert rel_err(out["loss"], ref.loss) < 1e-5
+    assert rel_err(out["nll"], ref.loss) < 1e-5
     for g, r in zip(grads, torch.autograd.grad((ref.loss * up).sum(), exact), strict=True):
         assert rel_err(g, r) < 1e-5
     return out["predictions"]
@@ -320,7 +326,7 @@ def test_unmasked_and_corrected_rows_cost_no_work(make_table):
     assert out["corrected"].sum().item() == 3 and torch.equal(out["predictions"], first["predictions"])
     coef = torch.where((y != -100) & ~out["corrected"], 1.0, 0.0)
     counter.zero_()
-    dh, dw, db = mlm_head_backward(h, w, b, y, out["lse"], coef, config=cfg, tile_counter=counter)
+    dh, dw, db = mlm_head_backward(h, w, b, y, out["lse"], ce_coef(coef), config=cfg, tile_counter=counter)
     assert counter.item() == 1 * 10  # 1 live row block × ⌈300/32⌉ vocabulary tiles
     assert dh[coef == 0].abs().sum() == 0  # rows without a gradient get none
     exact = [t.detach().double().requires_grad_() for t in (h, w, b)]
@@ -436,12 +442,13 @@ def test_confident_rows_ce_and_gold_gradient_exact(splits, bias):
     others = torch.exp(z - z.gather(1, gold)).scatter(1, gold, 0.0)  # exp(z_v - z_gold), v != gold
     true_ce = torch.where(kept, torch.log1p(others.sum(1)), 0.0)
     assert true_ce[kept].max() < 0.1 and true_ce[kept].min() < 1e-15
-    assert ((out["loss"].double() - true_ce).abs() <= 1e-4 * true_ce).all()  # row by row, relative
+    assert ((out["nll"].double() - true_ce).abs() <= 1e-4 * true_ce).all()  # row by row, relative
     complement = torch.where(kept, others.sum(1) / (1 + others.sum(1)), 0.0)  # Σ_{v != gold} p_v
     assert ((out["gold_complement"].double() - complement).abs() <= 1e-4 * complement).all()
     up = torch.rand(y.shape, device=DEVICE, dtype=torch.float64)
     coef = torch.where(kept, up.float(), 0.0)
-    grads = mlm_head_backward(h, w, b, y, out["lse"], coef, gold_complement=out["gold_complement"], config=cfg)
+    grads = mlm_head_backward(h, w, b, y, out["lse"], ce_coef(coef), gold_complement=out["gold_complement"],
+                              config=cfg)
     for g, r in zip([g for g in grads if g is not None], torch.autograd.grad((ref.loss * up).sum(), exact),
                     strict=True):
         assert rel_err(g, r) < 1e-5

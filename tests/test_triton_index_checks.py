@@ -69,12 +69,13 @@ def test_labels_out_of_range_are_refused_by_each_kernel(make_table, only_kernel,
     h, w, b, y, emb, offsets, syn_ids = setup(make_table)
     out = forward(h, w, b, y, emb, offsets, syn_ids)  # a valid call: nothing flagged
     coef = torch.where(y != -100, 1.0, 0.0)
+    coef3 = torch.stack([coef, coef, coef])  # α, γ, δ of mlm_head_backward
     y_bad = y.clone()
     y_bad[4] = bad  # a masked row
     calls = {
         "_mlm_fwd_kernel": lambda: forward(h, w, b, y_bad, emb, offsets, syn_ids),
         "_mlm_combine_kernel": lambda: forward(h, w, b, y_bad, emb, offsets, syn_ids),
-        "_mlm_bwd_kernel": lambda: mlm_head_backward(h, w, b, y_bad, out["lse"], coef),
+        "_mlm_bwd_kernel": lambda: mlm_head_backward(h, w, b, y_bad, out["lse"], coef3),
         "_sr_bwd_kernel": lambda: sr_backward(emb, y_bad, out["predictions"].clamp_min(0), coef, out["sr_dot"],
                                               out["sr_gold_sq"], out["sr_pred_sq"]),
     }
@@ -89,7 +90,7 @@ def test_labels_out_of_range_are_refused_by_each_kernel(make_table, only_kernel,
     with pytest.raises(ValueError, match=LABELS):
         mlm_head_forward(logits, None, None, y_bad)
     with pytest.raises(ValueError, match=LABELS):
-        mlm_head_backward(logits, None, None, y_bad, out["lse"], coef)
+        mlm_head_backward(logits, None, None, y_bad, out["lse"], coef3)
 
 
 @in_process
@@ -172,7 +173,7 @@ def test_a_bad_row_permutation_is_flagged(monkeypatch):
     with pytest.raises(ValueError, match=r"order: the row permutation"):
         mlm_head_forward(h, w, b, y)
     with pytest.raises(ValueError, match=r"order: the row permutation"):
-        mlm_head_backward(h, w, b, y, out["lse"], torch.ones(24, device=DEVICE))
+        mlm_head_backward(h, w, b, y, out["lse"], torch.ones(3, 24, device=DEVICE))
 
 
 SCRIPT = textwrap.dedent("""
@@ -189,12 +190,13 @@ SCRIPT = textwrap.dedent("""
     y_far = y.clone(); y_far[4] = far
     o_far = offsets.clone(); o_far[1:] = 2**31 - 1
     ones = torch.ones(24, device=DEVICE)
+    ones3 = torch.ones(3, 24, device=DEVICE)
     out = mlm_head_forward(h, w, b, y, offsets=offsets, syn_ids=ids, sr_embedding=emb)
     calls = [
         lambda: mlm_head_forward(h, w, b, y_far, offsets=offsets, syn_ids=ids, sr_embedding=emb),
         lambda: mlm_head_forward(h, w, b, y, offsets=o_far, syn_ids=ids, sr_embedding=emb),
-        lambda: mlm_head_backward(h, w, b, y_far, out["lse"], ones),
-        lambda: mlm_head_backward(h @ w.T, None, None, y_far, out["lse"], ones),
+        lambda: mlm_head_backward(h, w, b, y_far, out["lse"], ones3),
+        lambda: mlm_head_backward(h @ w.T, None, None, y_far, out["lse"], ones3),
         lambda: sr_backward(emb, y, torch.full((24,), far, device=DEVICE), ones, ones, ones, ones),
     ]
     for call in calls:

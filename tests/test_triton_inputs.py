@@ -159,8 +159,8 @@ def test_backward_launchers_read_their_row_inputs_in_any_layout(make_table, form
     h, w, b, y, emb = (t[k] for k in ("hidden", "weight", "bias", "labels", "sr_embedding"))
     out = mlm_head_forward(h, w, b, y, offsets=t["offsets"], syn_ids=t["syn_ids"], sr_embedding=emb,
                            prediction="sample", seed=21)
-    coef = torch.where((y != -100) & ~out["corrected"], torch.rand(24, device=DEVICE), 0.0)
-    head = {"labels": y, "lse": out["lse"], "coef": coef}
+    coef = torch.where((y != -100) & ~out["corrected"], torch.rand(3, 24, device=DEVICE), 0.0)  # α, γ, δ
+    head = {"labels": y, "lse": out["lse"], "coef": coef, "gold_complement": out["gold_complement"]}
     # predictions are valid ids on every row, so any labels (e.g. all one valid id when expanded) stay in range
     sr = {"labels": y, "predictions": out["predictions"].clamp_min(0), "coef": torch.rand(24, device=DEVICE),
           "dot": out["sr_dot"], "gold_sq": out["sr_gold_sq"], "pred_sq": out["sr_pred_sq"]}
@@ -230,7 +230,7 @@ def test_dtypes_the_kernels_cannot_compute_are_refused_before_any_kernel_runs(no
         "SR table only": lambda: tnops.linear_mlm_loss(h32, w32, y, bias=b32, sr_weight=0.5, sr_embedding=emb,
                                                        backend="triton"),
         "bias only": lambda: mlm_head_forward(h32, w32, b, y),
-        "mlm_head_backward": lambda: mlm_head_backward(h, w, b, y, rows, rows),
+        "mlm_head_backward": lambda: mlm_head_backward(h, w, b, y, rows, rows.expand(3, 8)),
         "sr_backward": lambda: sr_backward(emb, y, y.clamp_min(0), rows, rows, rows, rows),
         "rtd_loss": lambda: tnops.rtd_loss(h[:, 0], y.clamp_min(0), y.clamp_min(0), backend="triton"),
         "rtd_forward": lambda: rtd_forward(h[:, 0], y, y),

@@ -1,8 +1,9 @@
 """The ``triton`` backend: the fused Triton kernels of ``tnops/ops`` behind the row-level contract.
 
 CUDA tensors in float32, bfloat16 and float16 (and, for tests, CPU float32 under ``TRITON_INTERPRET=1``).
-The forward kernels compute per-row CE, log-sum-exp, the prediction, hard correction and SR in one pass
-over vocabulary tiles; the backward recomputes the logits tile by tile (no ``[N, V]`` tensor anywhere).
+The forward kernels compute the per-row statistics (NLL, log-sum-exp, mean logit), the prediction, hard
+correction and SR in one pass over vocabulary tiles; the backward turns per-row coefficients (α, γ, δ) into
+gradients, recomputing the logits tile by tile (no ``[N, V]`` tensor anywhere).
 ``mlm_loss`` (logits already made, ``weight=None``) runs the same kernels reading the given logits tile by tile;
 its backward writes ``d_logits`` directly.
 """
@@ -38,8 +39,9 @@ def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
 
 
 def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr_embedding, options: MLMOptions,
-                want_grads) -> MLMRows:
-    """Per-row results of the kernels; ``weight=None``: ``inputs`` are the ``[N, V]`` logits (``mlm_loss``)."""
+                want_grads, coefficients=None) -> MLMRows:
+    """Per-row statistics of the kernels; ``weight=None``: ``inputs`` are the ``[N, V]`` logits (``mlm_loss``).
+    ``want_grads`` and ``coefficients`` are unused: the gradients come from ``mlm_backward``."""
     from tnops.ops.mlm_head import mlm_head_forward
 
     out = mlm_head_forward(inputs, weight, bias, labels, offsets=None if table is None else table.offsets,
@@ -51,19 +53,20 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
     if sr_embedding is not None:
         sr = out["sr"]
         sr_aux = torch.stack([out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"], out["gold_complement"]])
-    else:  # the CE backward still needs 1 - p(gold)
+    else:  # the backward still needs 1 - p(gold), its exact gold entry
         sr_aux = out["gold_complement"][None]
-    return MLMRows(out["loss"], out["lse"], out["predictions"], out["corrected"], sr, sr_aux)
+    return MLMRows(out["nll"], out["lse"], out["zmean"], out["predictions"], out["corrected"], sr, sr_aux, None)
 
 
-def mlm_backward(inputs, weight, bias, labels, lse, ce_coef, sr_embedding, predictions, sr_coef, sr_aux,
+def mlm_backward(inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coef, sr_aux,
                  options: MLMOptions, want):
+    """``coef``: fp32 ``[3, N]`` rows α, γ, δ of ``dz = α·softmax - γ·onehot(gold) - δ/V``."""
     from tnops.ops.mlm_head import mlm_head_backward, sr_backward
 
     grads = [None, None, None]
     if any(want[:3]):
         complement = sr_aux[AUX_COMPLEMENT] if sr_aux is not None else None
-        grads = mlm_head_backward(inputs, weight, bias, labels, lse, ce_coef, gold_complement=complement,
+        grads = mlm_head_backward(inputs, weight, bias, labels, lse, coef, gold_complement=complement,
                                   want=want[:3], ignore_index=options.ignore_index)
         grads = [None if g is None else g.to(t.dtype) for g, t in zip(grads, (inputs, weight, bias))]
     d_sr = None

@@ -48,7 +48,7 @@ def _variants():
     for dtype, (weight, bias, sample, disallow) in itertools.product(TYPES.values(), all_on_or_off):
         cfg = configs[dtype] if weight else logit_configs[dtype]
         sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_other_ptr="*fp32",
-                   part_gold_ptr="*fp32", part_best_ptr="*fp32", part_idx_ptr="*i32",
+                   part_gold_ptr="*fp32", part_best_ptr="*fp32", part_zsum_ptr="*fp32", part_idx_ptr="*i32",
                    seed="i64", temperature="fp32", ignore_index="i32", v_per_split="i32")
         const = dict(HAS_WEIGHT=weight, HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample,
                      COUNT_TILES=False, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
@@ -59,13 +59,14 @@ def _variants():
             f"disallow={disallow}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps
     for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
         cfg = configs[dtype]
-        sig = {n: "*fp32" for n in ("part_max_ptr", "part_other_ptr", "part_gold_ptr", "part_best_ptr")}
+        sig = {n: "*fp32" for n in ("part_max_ptr", "part_other_ptr", "part_gold_ptr", "part_best_ptr",
+                                    "part_zsum_ptr")}
         sig.update({"part_idx_ptr": "*i32", "labels_ptr": "*i64", "offsets_ptr": "*i32", "syn_ids_ptr": "*i32",
-                    "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "loss_ptr": "*fp32",
+                    "emb_ptr": f"*{dtype}", "lse_ptr": "*fp32", "nll_ptr": "*fp32", "zmean_ptr": "*fp32",
                     "complement_ptr": "*fp32", "pred_ptr": "*i64",
                     "corrected_ptr": "*i8", "sr_ptr": "*fp32", "sr_dot_ptr": "*fp32", "sr_gold_sq_ptr": "*fp32",
                     "sr_pred_sq_ptr": "*fp32", "flags_ptr": "*i32", "N": "i32", "V": "i32", "NNZ": "i32",
-                    "SPLITS": "i32", "E_SR": "i32", "stride_ev": "i32",
+                    "SPLITS": "i32", "v_per_split": "i32", "E_SR": "i32", "stride_ev": "i32",
                     "stride_ee": "i32", "ignore_index": "i32", "cos_eps_sq": "fp32"})
         const = dict(HAS_TABLE=table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=sr, BLOCK_N=cfg.row_block_n,
                      BLOCK_E=cfg.row_block_e)

@@ -1,11 +1,11 @@
 """Fused LM head + MLM cross-entropy + hard correction + Gumbel-max sampling + SR cosine: the launchers of the
 kernels in ``mlm_head_kernels.py``.
 
-``mlm_head_forward`` returns per-row values (CE, log-sum-exp, ``1 - p(gold)``, prediction, corrected, SR and its
-cosine terms);
-``mlm_head_backward`` and ``sr_backward`` turn per-row coefficients into gradients.  ``tnops::mlm_head``
-(``tnops/_ops.py``, through ``tnops/backends/triton.py``) is their one caller in production; the reduction (mean
-over kept rows, sum, none) is done there with ordinary tensor ops, so nothing here synchronises with the host.
+``mlm_head_forward`` returns per-row statistics (NLL, log-sum-exp, mean logit, ``1 - p(gold)``, prediction,
+corrected, SR and its cosine terms); ``mlm_head_backward`` (coefficients α, γ, δ per row: ``dz = α·softmax -
+γ·onehot(gold) - δ/V``) and ``sr_backward`` turn per-row coefficients into gradients.  ``tnops::mlm_head``
+(``tnops/_ops.py``, through ``tnops/backends/triton.py``) is their one caller in production; the loss is composed
+from the statistics there with ordinary tensor ops, so nothing here synchronises with the host.
 
 Inputs of any layout are read correctly: the 2-D operands (hidden, weight, SR table) through their strides,
 stride 0 included; the 1-D ones (bias, labels, row ids, CSR table, per-row statistics) are made contiguous
@@ -126,9 +126,11 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         config: a ``HeadConfig`` (None: heuristic).
         tile_counter: int32 ``[1]`` or None; tests pass one to count the programs that did work.
     Returns:
-        dict of ``[N]`` tensors: lse, loss (fp32, 0 unless kept), gold_complement (fp32 ``1 - p(gold)`` summed
-        over the other ids, 0 on unmasked rows: ``mlm_head_backward``'s exact gold entry), predictions (int64),
-        corrected (bool), and with SR: sr, sr_dot, sr_gold_sq, sr_pred_sq (fp32).
+        dict of ``[N]`` tensors, the float ones fp32 and 0 on unmasked rows (label ``ignore_index``): lse, nll
+        (``lse - z_gold``, ``log1p`` of the non-gold sum on confident rows; corrected rows included), zmean
+        (``Σ_v z_v / V``, bias included), gold_complement (``1 - p(gold)`` summed over the other ids:
+        ``mlm_head_backward``'s exact gold entry), predictions (int64), corrected (bool), and with SR: sr, sr_dot,
+        sr_gold_sq, sr_pred_sq.
     Raises:
         ValueError (CPU) / a device-side assert (CUDA): labels, row ids or the CSR table out of range.
     """
@@ -147,7 +149,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     splits = triton.cdiv(vocab, v_per_split)
     dev = hidden.device
     flags = _new_flags(dev)
-    part = [torch.empty((splits, n), dtype=torch.float32, device=dev) for _ in range(4)]  # max, other, gold, best
+    part = [torch.empty((splits, n), dtype=torch.float32, device=dev) for _ in range(5)]  # max other gold best zsum
     part_idx = torch.empty((splits, n), dtype=torch.int32, device=dev)
     grid = (triton.cdiv(n, cfg.block_n), splits)
     w, (stride_wv, stride_we) = (weight, weight.stride()) if has_weight else (hidden, (0, 0))
@@ -161,7 +163,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None,
         BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
         DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "loss", "gold_complement")}
+    out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "nll", "zmean", "gold_complement")}
     out["predictions"] = torch.empty(n, dtype=torch.int64, device=dev)
     corrected = torch.empty(n, dtype=torch.int8, device=dev)
     has_sr = sr_embedding is not None
@@ -172,10 +174,10 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     nnz = syn_ids.shape[0] if has_table else 0
     kernels._mlm_combine_kernel[(triton.cdiv(n, cfg.row_block_n),)](
         *part, part_idx, labels, offsets if has_table else labels, syn_ids if has_table else labels, emb,
-        out["lse"], out["loss"], out["gold_complement"], out["predictions"], corrected, out["sr"], out["sr_dot"],
-        out["sr_gold_sq"], out["sr_pred_sq"], flags, n, vocab, nnz, splits, sr_width, emb.stride(0), emb.stride(1),
-        ignore_index, COSINE_EPS**2, HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=has_sr,
-        BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
+        out["lse"], out["nll"], out["zmean"], out["gold_complement"], out["predictions"], corrected, out["sr"],
+        out["sr_dot"], out["sr_gold_sq"], out["sr_pred_sq"], flags, n, vocab, nnz, splits, v_per_split, sr_width,
+        emb.stride(0), emb.stride(1), ignore_index, COSINE_EPS**2, HAS_TABLE=has_table, SEARCH_STEPS=SEARCH_STEPS,
+        HAS_SR=has_sr, BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e, num_warps=4)
     raise_flagged(flags, _messages(vocab, ignore_index, nnz),
                   (kernels.BAD_ORDER, kernels.BAD_LABELS) + ((kernels.BAD_ROW_IDS,) if row_ids is not None else ())
                   + ((kernels.BAD_OFFSETS, kernels.BAD_SYN_IDS) if has_table else ()))
@@ -185,13 +187,16 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
 
 def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complement=None, want=(True, True, True),
                       ignore_index=-100, config=None, tile_counter=None):
-    """Gradients of ``Σ coef[row] · (lse - z_gold)`` w.r.t. hidden, weight, bias (fp32 accumulators).
+    """Gradients w.r.t. hidden, weight, bias (fp32 accumulators) of the per-row logit gradients
+    ``dz_r = α_r · softmax(z_r) - γ_r · onehot(gold_r) - δ_r / V``.
 
     Args:
         hidden ``[N, E]``, weight ``[V, E]``, bias ``[V]`` or None, labels int64 ``[N]``, lse fp32 ``[N]``,
-        coef fp32 ``[N]`` (0 for rows without gradient; rows labelled ``ignore_index`` get none either);
-        gold_complement: fp32 ``[N]`` ``1 - p(gold)`` from ``mlm_head_forward``, or None: the gold entry of ``dz``
-        is then ``exp(z_gold - lse) - 1``, which cancels to 0 on a confident row (p(gold) → 1);
+        coef fp32 ``[3, N]``: the rows α, γ, δ (a row whose three are 0 gets no work, and nothing from NaN or
+        inf there; rows labelled ``ignore_index`` get no gradient either);
+        gold_complement: fp32 ``[N]`` ``1 - p(gold)`` from ``mlm_head_forward``: the gold entry of ``dz`` is
+        then ``-α · complement + (α - γ) - δ/V``; or None: ``α · (exp(z_gold - lse) - 1) + (α - γ) - δ/V``, whose
+        first term cancels to 0 on a confident row (p(gold) → 1);
         want: which of (dh, dW, db) to compute; tile_counter: as in ``mlm_head_forward`` (counts tiles that did
         work).  ``weight=None``: ``hidden`` is the ``[N, V]`` logits and ``dh`` is ``d_logits``.
     Returns:
@@ -205,8 +210,10 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
     n = hidden.shape[0]
     has_weight = weight is not None
     vocab, width = (weight.shape[0], hidden.shape[1]) if has_weight else (hidden.shape[1], 16)
-    _check_lengths(labels=(labels, n), lse=(lse, n), coef=(coef, n), bias=(bias, vocab),
-                   gold_complement=(gold_complement, n))
+    _check_lengths(labels=(labels, n), lse=(lse, n), bias=(bias, vocab), gold_complement=(gold_complement, n))
+    if tuple(coef.shape) != (3, n):
+        raise ValueError(f"coef: expected shape (3, {n}) (rows alpha, gamma, delta), got {tuple(coef.shape)}")
+    coef = coef.to(torch.float32)  # contiguous [3, N] (from _flat): the kernel reads row k at coef + k·N
     cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype, logits=not has_weight)
     want_dh, want_dw, want_db = want[0], want[1] and has_weight, want[2] and bias is not None
     dev = hidden.device
@@ -222,7 +229,7 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
         dummy = lse
         w, (stride_wv, stride_we) = (weight, weight.stride()) if has_weight else (hidden, (0, 0))
         kernels._mlm_bwd_kernel[grid](
-            hidden, w, bias if bias is not None else hidden, labels, rows_first(coef != 0), lse,
+            hidden, w, bias if bias is not None else hidden, labels, rows_first((coef != 0).any(0)), lse,
             gold_complement if gold_complement is not None else lse, coef,
             dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
             tile_counter if tile_counter is not None else lse, flags,
