@@ -20,7 +20,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
                     temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None,
                     sr_weight: float = 0.0, sr_embedding: torch.Tensor | None = None, ignore_index: int = -100,
                     reduction: str = "mean", row_ids: torch.Tensor | None = None,
-                    backend: str | None = None, label_smoothing: float = 0.0, z_loss: float = 0.0) -> MLMLossOutput:
+                    backend: str | None = None, label_smoothing: float = 0.0, z_loss: float = 0.0,
+                    process_group=None) -> MLMLossOutput:
     """MLM loss through the LM head without materialising ``[N, V]`` logits, with true-negative objectives.
 
     ``logits = hidden @ weight.T + bias``; each masked row is predicted (argmax, or a Gumbel-max sample of
@@ -49,6 +50,12 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
         label_smoothing: ε in ``[0, 1)``: a kept row's CE is ``(1 - ε)·(lse - z_gold) + ε·(lse - mean_v z_v)``,
             ``F.cross_entropy(label_smoothing=ε)``'s definition.
         z_loss: λ >= 0: adds ``λ·lse²`` per kept row, reduced like the CE (PaLM's auxiliary loss).
+        process_group: a ``torch.distributed`` group over which the vocabulary is sharded: ``weight [V_k, E]`` and
+            ``bias [V_k]`` hold this rank's contiguous block of rows (blocks in rank order, any sizes);
+            ``sr_embedding`` is sharded alike or the full ``[V, E']`` table; ``hidden``, ``labels`` (global ids),
+            ``row_ids``, ``seed`` and ``synonyms`` (global) are the same on every rank, and every rank returns
+            what one process returns for the concatenated weight (``tnops.distributed``; eager, the torch
+            backend's maths).
     Returns:
         ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*], z_loss)``, losses in float32
         (float64 for float64 inputs).
@@ -65,6 +72,11 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
         raise ValueError(f"labels: expected shape {tuple(hidden.shape[:-1])} (hidden's leading shape), got "
                          f"{tuple(labels.shape)}")
     vocab_size = weight.shape[0]
+    if process_group is not None:
+        return _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_ids, backend, process_group,
+                               prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                               seed=seed, sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing, z_loss=z_loss)
     if bias is not None:
         check.tensor("bias", bias, floating=True, ndim=1)
         if bias.shape[0] != vocab_size:
@@ -116,6 +128,36 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     check.label_range("labels", labels, vocab_size, ignore_index)
     check.row_ids(row_ids, labels)
     return _mlm(logits, None, None, labels, synonyms, sr_embedding, options, row_ids, backend)
+
+
+def _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_ids, backend, group,
+                    **keywords) -> MLMLossOutput:
+    """``linear_mlm_loss`` over a vocabulary-sharded head (``tnops.distributed``): this rank's checks, then the
+    cross-rank ones."""
+    from tnops import distributed
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("process_group: torch.distributed is not initialised (init_process_group first)")
+    if backend not in (None, "torch"):
+        raise ValueError(f"backend: a vocabulary-parallel loss (process_group) runs the torch backend's maths; "
+                         f"got backend={backend!r}")
+    rows = weight.shape[0]
+    if bias is not None:
+        check.tensor("bias", bias, floating=True, ndim=1)
+        if bias.shape[0] != rows:
+            raise ValueError(f"bias: expected shape ({rows},) to match this rank's weight block [V_k, E], got "
+                             f"{tuple(bias.shape)}")
+    start, vocab = distributed.shard_layout(rows, group)
+    options = _options(vocab, synonyms, **keywords)
+    if sr_embedding is not None:
+        check.tensor("sr_embedding", sr_embedding, floating=True, ndim=2)
+        if sr_embedding.shape[0] not in (rows, vocab):
+            raise ValueError(f"sr_embedding: expected this rank's block [V_k={rows}, E'] or the full table "
+                             f"[V={vocab}, E'], got shape {tuple(sr_embedding.shape)}")
+    check.same_device(hidden=hidden, weight=weight, labels=labels, bias=bias, sr_embedding=sr_embedding)
+    check.row_ids(row_ids, labels)
+    return distributed.vocab_parallel_mlm(hidden, weight, bias, labels, synonyms,
+                                          weight if sr_embedding is None else sr_embedding, options, row_ids, group)
 
 
 def _options(vocab_size: int, synonyms, **keywords) -> MLMOptions:

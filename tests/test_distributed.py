@@ -1,0 +1,150 @@
+"""Vocabulary-parallel loss (issue 19): 2 and 3 gloo ranks with uneven vocabulary blocks against one process.
+
+Every rank must return one process's loss, predictions (samples bit for bit) and corrected flags, ``hidden.grad``
+whole and the shard's slice of ``weight.grad`` / ``bias.grad`` / the SR table's gradient.
+"""
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from backend_check import make_inputs, table_hitting_predictions
+
+import tnops
+
+V, N, E = 53, 40, 8
+BLOCKS = {2: [30, 23], 3: [20, 13, 20]}
+VARIANTS = [
+    dict(prediction="argmax", reduction="mean"),
+    dict(prediction="sample", seed=7, reduction="sum", hc=True),
+    dict(prediction="sample", seed=3, reduction="none", hc=True, sr_weight=0.5),
+    dict(prediction="sample", seed=5, reduction="mean", hc=True, sr_weight=0.7, full_sr=True, temperature=0.7),
+    dict(prediction="argmax", reduction="mean", hc=True, label_smoothing=0.1, z_loss=1e-2, disallow_correct=True),
+]
+
+
+def _call(hidden, weight, bias, labels, variant, table, sr_table, group=None):
+    kw = {k: v for k, v in variant.items() if k not in ("hc", "full_sr")}
+    return tnops.linear_mlm_loss(hidden, weight, labels, bias=bias, synonyms=table if variant.get("hc") else None,
+                                 sr_embedding=sr_table, process_group=group, backend="torch", **kw)
+
+
+def _run(hidden, weight, bias, labels, variant, table, upstream, group=None, block=None):
+    """One call and its gradients; ``block``: this rank's (start, stop) of the vocabulary."""
+    leaves = [hidden.clone().requires_grad_()]
+    w, b = (weight, bias) if block is None else (weight[block[0]:block[1]], bias[block[0]:block[1]])
+    leaves += [w.clone().requires_grad_(), b.clone().requires_grad_()]
+    sr_table = None
+    if variant.get("full_sr"):
+        sr_table = (weight * 0.5 + 0.1).clone().requires_grad_()
+        leaves.append(sr_table)
+    out = _call(*leaves[:2], leaves[2], labels, variant, table, sr_table, group)
+    grads = torch.autograd.grad((out.loss * upstream).sum(), leaves)
+    return out, grads
+
+
+def _worker(rank, world, path, rdv):
+    dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    data = torch.load(path, weights_only=False)
+    starts = [sum(BLOCKS[world][:r]) for r in range(world + 1)]
+    block = (starts[rank], starts[rank + 1])
+    results = []
+    for variant, upstream in zip(VARIANTS, data["upstreams"]):
+        out, grads = _run(data["hidden"], data["weight"], data["bias"], data["labels"], variant, data["table"],
+                          upstream, group=dist.group.WORLD, block=block)
+        results.append((tuple(out), [g.detach() for g in grads]))
+    torch.save(results, f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    torch.manual_seed(0)
+    hidden, weight, bias, labels = make_inputs(N, V, E)
+    from conftest import table_from_pairs
+
+    # half of the mispredicted pairs of every variant's predictions are listed, so hard correction fires in each
+    pairs = []
+    for variant in VARIANTS:
+        kw = {k: variant[k] for k in ("prediction", "seed", "temperature", "disallow_correct") if k in variant}
+        first = tnops.linear_mlm_loss(hidden, weight, labels, bias=bias, **kw)
+        table = table_hitting_predictions(lambda p, v: p, labels, first.predictions, V)
+        pairs += table
+    table = table_from_pairs(pairs, V)
+    upstreams, expected = [], []
+    for variant in VARIANTS:
+        shape = labels.shape if variant["reduction"] == "none" else ()
+        upstreams.append(torch.randn(shape))
+        expected.append(_run(hidden, weight, bias, labels, variant, table, upstreams[-1]))
+    path = tmp_path_factory.mktemp("dist") / "inputs.pt"
+    torch.save(dict(hidden=hidden, weight=weight, bias=bias, labels=labels, table=table, upstreams=upstreams), path)
+    return path, expected
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_equal_one_process(single_process, world, tmp_path):
+    path, expected = single_process
+    mp.spawn(_worker, args=(world, str(path), str(tmp_path / "rdv")), nprocs=world, join=True)
+    starts = [sum(BLOCKS[world][:r]) for r in range(world + 1)]
+    for rank in range(world):
+        results = torch.load(f"{path}.{rank}", weights_only=False)
+        lo, hi = starts[rank], starts[rank + 1]
+        for variant, (out, grads), (want, want_grads) in zip(VARIANTS, results, expected):
+            loss, mlm, sr, predictions, corrected, z = out
+            assert torch.equal(predictions, want.predictions), (rank, variant)
+            assert torch.equal(corrected, want.corrected), (rank, variant)
+            for got, exp in ((loss, want.loss), (mlm, want.mlm_loss), (sr, want.sr_loss), (z, want.z_loss)):
+                torch.testing.assert_close(got, exp.detach(), rtol=1e-5, atol=1e-6)
+            wanted = [want_grads[0], want_grads[1][lo:hi], want_grads[2][lo:hi], *want_grads[3:]]
+            for g, w in zip(grads, wanted):
+                torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6 * w.abs().max().item())
+            if variant.get("hc"):
+                assert want.corrected.any()
+
+
+ERRORS = {
+    "labels": "labels: expected the same tensor on every rank",
+    "range": "labels: expected global ids in [0, 53)",
+    "table": "synonyms: the table was built for a vocabulary of 57 tokens, but the logits have 53",
+    "sr_embedding": "sr_embedding: expected this rank's block [V_k=",
+}
+
+
+def _bad_worker(rank, world, rdv, path):
+    dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    hidden, weight, bias, labels = make_inputs(N, V, E)
+    half = weight[:30] if rank == 0 else weight[30:]
+    messages = []
+    for case in ERRORS:
+        kw, y = {}, labels.clone()
+        if case == "labels":
+            y[1] = (y[1] + rank + 1) % V  # differs between ranks
+        elif case == "range":
+            y[1] = V  # beyond the concatenated vocabulary
+        elif case == "table":
+            kw["synonyms"] = tnops.SynonymTable.from_pairs([1], [2], V + 4)
+        else:
+            kw.update(sr_weight=1.0, sr_embedding=torch.randn(7, 3))
+        try:
+            tnops.linear_mlm_loss(hidden, half, y, process_group=dist.group.WORLD, **kw)
+            messages.append("no error")
+        except ValueError as error:
+            messages.append(str(error))
+    torch.save(messages, f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_cross_rank_errors_are_named(tmp_path):
+    """Ranks that disagree, a label beyond the concatenated vocabulary, a table or an SR table of another size:
+    one-line ValueErrors, on every rank alike."""
+    mp.spawn(_bad_worker, args=(2, str(tmp_path / "rdv"), str(tmp_path / "msg")), nprocs=2, join=True)
+    for rank in range(2):
+        for (case, match), message in zip(ERRORS.items(), torch.load(tmp_path / f"msg.{rank}")):
+            assert match in message, (case, message)
+
+
+def test_without_an_initialised_group_the_error_is_named():
+    hidden, weight, bias, labels = make_inputs(6, 20, 4)
+    with pytest.raises(ValueError, match="process_group: torch.distributed is not initialised"):
+        tnops.linear_mlm_loss(hidden, weight, labels, process_group=object())
