@@ -53,8 +53,30 @@ def _worker(rank, world, path, rdv):
         out, grads = _run(data["hidden"], data["weight"], data["bias"], data["labels"], variant, data["table"],
                           upstream, group=dist.group.WORLD, block=block)
         results.append((tuple(out), [g.detach() for g in grads]))
+    results.append(_dtensor_case(data, world))
     torch.save(results, f"{path}.{rank}")
     dist.destroy_process_group()
+
+
+def _dtensor_case(data, world):
+    """The same as VARIANTS[1] with weight and bias DTensors (Shard(0), torch.chunk's blocks), without
+    process_group; and a Replicate placement refused by name."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (world,))
+    weight = distribute_tensor(data["weight"], mesh, [Shard(0)]).requires_grad_()
+    bias = distribute_tensor(data["bias"], mesh, [Shard(0)]).requires_grad_()
+    hidden = data["hidden"].clone().requires_grad_()
+    out = _call(hidden, weight, bias, data["labels"], VARIANTS[1], data["table"], None)
+    (out.loss * data["upstreams"][1]).sum().backward()
+    try:
+        tnops.linear_mlm_loss(data["hidden"], distribute_tensor(data["weight"], mesh, [Replicate()]), data["labels"])
+        refusal = "no error"
+    except ValueError as error:
+        refusal = str(error)
+    return (tuple(out), [hidden.grad, weight.grad.to_local(), bias.grad.to_local()], weight.to_local().shape[0],
+            refusal)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +111,13 @@ def test_ranks_equal_one_process(single_process, world, tmp_path):
     for rank in range(world):
         results = torch.load(f"{path}.{rank}", weights_only=False)
         lo, hi = starts[rank], starts[rank + 1]
+        out, grads, rows, refusal = results.pop()  # the DTensor form: blocks of torch.chunk, no process_group
+        d_lo = rank * -(-V // world)
+        assert torch.equal(out[3], expected[1][0].predictions) and torch.equal(out[4], expected[1][0].corrected)
+        torch.testing.assert_close(out[0], expected[1][0].loss.detach(), rtol=1e-5, atol=1e-6)
+        for g, w in zip(grads, [expected[1][1][0], *(x[d_lo:d_lo + rows] for x in expected[1][1][1:3])]):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6 * w.abs().max().item())
+        assert "weight: a DTensor must be sharded by vocabulary rows, placements (Shard(0),)" in refusal
         for variant, (out, grads), (want, want_grads) in zip(VARIANTS, results, expected):
             loss, mlm, sr, predictions, corrected, z = out
             assert torch.equal(predictions, want.predictions), (rank, variant)

@@ -38,6 +38,30 @@ def shard_layout(rows: int, group) -> tuple[int, int]:
     return sum(sizes[:rank]), sum(sizes)
 
 
+def from_dtensors(weight, bias, sr_embedding, process_group):
+    """``(group, weight block, bias block, SR table)`` of a ``weight`` DTensor sharded by vocabulary rows
+    (``Shard(0)`` on a 1-D mesh; bias and a sharded SR table alike, or plain tensors).  ``to_local`` is
+    differentiable: the gradients come back as DTensors of the same placement.  Anything else is refused."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    mesh = weight.device_mesh
+    if mesh.ndim != 1 or tuple(weight.placements) != (Shard(0),):
+        raise ValueError(f"weight: a DTensor must be sharded by vocabulary rows, placements (Shard(0),) on a 1-D "
+                         f"mesh; got {tuple(weight.placements)} on a {mesh.ndim}-D mesh")
+    group = mesh.get_group()
+    if process_group is not None and process_group is not group:
+        raise ValueError("process_group: a DTensor weight brings its own (its mesh's); pass one or the other")
+    local = []
+    for name, t in (("bias", bias), ("sr_embedding", sr_embedding)):
+        if isinstance(t, DTensor):
+            if t.device_mesh != mesh or tuple(t.placements) != (Shard(0),):
+                raise ValueError(f"{name}: expected a DTensor placed like weight ((Shard(0),) on its mesh), got "
+                                 f"{tuple(t.placements)}")
+            t = t.to_local()
+        local.append(t)
+    return group, weight.to_local(), *local
+
+
 def check_same_on_every_rank(group, **tensors) -> None:
     """ValueError naming the first tensor that differs between ranks (one all-reduce of a few checksums)."""
     names = list(tensors)

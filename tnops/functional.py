@@ -72,6 +72,11 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
         raise ValueError(f"labels: expected shape {tuple(hidden.shape[:-1])} (hidden's leading shape), got "
                          f"{tuple(labels.shape)}")
     vocab_size = weight.shape[0]
+    if _is_dtensor(weight):  # vocabulary-sharded by a device mesh: its local block and the mesh's group
+        from tnops import distributed
+
+        process_group, weight, bias, sr_embedding = distributed.from_dtensors(weight, bias, sr_embedding,
+                                                                              process_group)
     if process_group is not None:
         return _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_ids, backend, process_group,
                                prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
@@ -128,6 +133,10 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
     check.label_range("labels", labels, vocab_size, ignore_index)
     check.row_ids(row_ids, labels)
     return _mlm(logits, None, None, labels, synonyms, sr_embedding, options, row_ids, backend)
+
+
+def _is_dtensor(t) -> bool:
+    return type(t).__name__ == "DTensor" and type(t).__module__.startswith("torch.distributed")
 
 
 def _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_ids, backend, group,
