@@ -177,3 +177,65 @@ def test_without_an_initialised_group_the_error_is_named():
     hidden, weight, bias, labels = make_inputs(6, 20, 4)
     with pytest.raises(ValueError, match="process_group: torch.distributed is not initialised"):
         tnops.linear_mlm_loss(hidden, weight, labels, process_group=object())
+
+
+def _tiny_bert():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=211, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)
+    return transformers.BertForMaskedLM(config)
+
+
+def _bert_batch():
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 211, (4, 16), generator=generator)
+    return ids, torch.where(torch.rand(4, 16, generator=generator) < 0.3, ids, -100)
+
+
+def _fsdp_worker(rank, world, rdv, path):
+    from torch.distributed.fsdp import fully_shard
+
+    from tnops.integrations.transformers import apply_true_negatives
+
+    dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
+    model = apply_true_negatives(_tiny_bert(), torch.load(path, weights_only=False), prediction="sample", seed=3,
+                                 sr_weight=0.5)
+    for layer in model.bert.encoder.layer:
+        fully_shard(layer)
+    fully_shard(model)
+    ids, labels = _bert_batch()
+    out = model(input_ids=ids, labels=labels)
+    out.loss.backward()
+    grads = {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.grad is not None}
+    torch.save((out.loss.detach(), out.true_negatives.corrected, grads), f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_fsdp2_patched_model_equals_one_process(tmp_path):
+    """FSDP2 (fully_shard) over a model patched by apply_true_negatives: each of 2 gloo ranks on the same batch
+    gets one process's loss, corrections and (averaged, all-gathered) gradients."""
+    pytest.importorskip("torch.distributed.fsdp")
+    from conftest import table_from_pairs
+
+    from tnops.integrations.transformers import apply_true_negatives
+
+    model = _tiny_bert()
+    ids, labels = _bert_batch()
+    first = apply_true_negatives(model, prediction="sample", seed=3)(input_ids=ids, labels=labels)
+    table = table_hitting_predictions(table_from_pairs, labels, first.true_negatives.predictions, 211)
+    torch.save(table, tmp_path / "table.pt")
+    model = apply_true_negatives(_tiny_bert(), table, prediction="sample", seed=3, sr_weight=0.5)
+    want = model(input_ids=ids, labels=labels)
+    want.loss.backward()
+    assert want.true_negatives.corrected.any()
+    mp.spawn(_fsdp_worker, args=(2, str(tmp_path / "rdv"), str(tmp_path / "table.pt")), nprocs=2, join=True)
+    for rank in range(2):
+        loss, corrected, grads = torch.load(tmp_path / f"table.pt.{rank}", weights_only=False)
+        torch.testing.assert_close(loss, want.loss.detach(), rtol=1e-5, atol=1e-6)
+        assert torch.equal(corrected, want.true_negatives.corrected)
+        assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-6, msg=name)
