@@ -148,3 +148,22 @@ def test_config_presets_follow_the_recipe():
         ElectraTNConfig.from_preset("huge")
     with pytest.raises(ValueError, match="synonyms: hard correction"):
         ElectraTNForPretraining(tiny_config(), None)
+
+
+def test_label_smoothing_and_z_loss_reach_the_generator_loss():
+    """z_loss adds λ·lse² per kept generator row: at a fresh init lse ≈ log V, so the generator loss rises by
+    ≈ λ·(log V)²; label smoothing changes it, and the total stays differentiable."""
+    import math
+
+    ids, mask, types = batch()
+    losses = {}
+    for name, options in (("plain", {}), ("z", dict(z_loss=0.1)), ("smooth", dict(label_smoothing=0.3))):
+        torch.manual_seed(0)
+        model = ElectraTNForPretraining(tiny_config(**options), synonym_table())
+        out = model(ids, mask, types, seed=5)
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        losses[name] = float(out.gen_loss.detach())
+    assert losses["z"] - losses["plain"] == pytest.approx(0.1 * math.log(VOCAB) ** 2, rel=0.1), losses
+    assert losses["smooth"] != pytest.approx(losses["plain"], rel=1e-4)
+
