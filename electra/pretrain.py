@@ -25,6 +25,7 @@ import time
 
 import torch.distributed as dist
 
+from electra import fsdp
 from electra.arguments import integer, number
 from electra.config import PRESETS, ElectraTNConfig
 from electra.fn_stats import print_examples
@@ -79,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=integer(1), default=None)
     p.add_argument("--batch-size", type=integer(1), default=None,
                    help="global batch size (all ranks, all micro-batches)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and optimiser state with FSDP2 (fully_shard, one unit per "
+                        "encoder layer) instead of replicating them with DDP; launch with torchrun")
     p.add_argument("--grad-accum", type=integer(1), default=1, help="micro-batches per step on each rank")
     p.add_argument("--max-seq-length", type=integer(8, MAX_POSITIONS), default=None)
     p.add_argument("--learning-rate", type=number(0.0, low_open=True), default=None)
@@ -117,7 +121,7 @@ def train(args) -> dict:
     started = time.perf_counter()
     run = setup_run(args)
     max_steps = run.config.max_steps
-    if getattr(args, "init_from", None) and run.step == 0 and run.rank == 0:
+    if getattr(args, "init_from", None) and run.step == 0 and (run.rank == 0 or fsdp.is_sharded(run.model)):
         evaluate_checkpoint(run)
     try:
         while run.step < run.stop_at:
@@ -127,7 +131,7 @@ def train(args) -> dict:
             evaluation = step % args.eval_every == 0 or step == max_steps
             if save or evaluation or step % args.log_every == 0:  # the same steps on every rank
                 log_steps(run)
-            if evaluation and run.rank == 0:
+            if evaluation and (run.rank == 0 or fsdp.is_sharded(run.model)):  # FSDP2: every rank runs forwards
                 evaluate_into_history(run)
             if save:
                 save_checkpoint(run)

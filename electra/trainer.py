@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from electra import init_from
+from electra import fsdp, init_from
 from electra.batches import Batch, BatchStream, eval_batches
 from electra.config import ElectraTNConfig
 from electra.dataset import PretrainingData, build_dataset
@@ -162,6 +162,8 @@ def setup_run(args) -> TrainingRun:
     torch.manual_seed(derive_seed("torch", args.seed, rank))  # initialisation and dropout
     model = (init_from.build_model(pretrained, config, synonyms) if pretrained
              else ElectraTNForPretraining(config, synonyms)).to(device)
+    if getattr(args, "fsdp", False):  # FSDP2 in place of DDP: shard before the optimiser sees the parameters
+        fsdp.shard(model)
     optimizer = make_optimizer(model, args.optimizer, config.learning_rate, config.weight_decay, config.adam_epsilon)
     autocast, scaler = _precision(args, device)
     run = TrainingRun(args, rank, world, device, output_dir, tokenizer, config, dataset, model, model, optimizer,
@@ -174,7 +176,7 @@ def setup_run(args) -> TrainingRun:
     if args.compile:
         model.generator.electra = torch.compile(model.generator.electra)
         model.discriminator.electra = torch.compile(model.discriminator.electra)
-    if world > 1:
+    if world > 1 and not fsdp.is_sharded(model):
         run.runner = torch.nn.parallel.DistributedDataParallel(model)
     if rank == 0 and not args.no_progress:
         from tqdm import tqdm
@@ -224,7 +226,7 @@ def train_step(run: TrainingRun) -> None:
                              out.stats["corrected"], out.stats["masked"],
                              batch.attention_mask[rows].sum()]).float()
     run.scaler.unscale_(run.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    grad_norm = fsdp.value(torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm))
     if run.world > 1:  # each rank's loss is its share (local sum / global count): the global loss is their sum
         dist.all_reduce(sums)  # before the update: every rank then takes the same non-finite decision
     finite = torch.isfinite(sums[:4]).all()
@@ -327,8 +329,11 @@ def save_checkpoint(run: TrainingRun) -> None:
         dist.all_gather_object(gathered, rng[0])
         rng = gathered
     cuda_rng = [torch.cuda.get_rng_state()] if torch.cuda.is_available() else []
+    model_state, optimizer_state = fsdp.full_state(run.model, run.optimizer) if fsdp.is_sharded(run.model) \
+        else (None, None)  # --fsdp: gathered on every rank (a collective), held by rank 0
     if run.rank == 0:
-        state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        state = {"model": model_state or run.model.state_dict(),
+                 "optimizer": optimizer_state or run.optimizer.state_dict(),
                  "scheduler": run.scheduler.state_dict(), "data": run.stream.state_dict(), "step": run.step,
                  "history": run.history, "rng": rng, "cuda_rng": cuda_rng, "scaler": run.scaler.state_dict(),
                  "config": run.config.to_dict()}  # tensors and plain values only
@@ -339,8 +344,11 @@ def resume(run: TrainingRun, path: Path) -> None:
     """Restore everything from a checkpoint (read with weights_only=True); ValueError naming it if it does not fit."""
     state = load_checkpoint(path)
     try:
-        run.model.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
+        if fsdp.is_sharded(run.model):
+            fsdp.load_full_state(run.model, run.optimizer, state["model"], state["optimizer"])
+        else:
+            run.model.load_state_dict(state["model"])
+            run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         run.stream.load_state_dict(state["data"])
         if state.get("scaler"):
@@ -367,11 +375,17 @@ def finish_run(run: TrainingRun) -> dict:
                "nonfinite_skipped": run.skipped}
     if run.rank == 0 and done:
         write_history(run.history, output_dir / "history.json")  # first: the cheapest record of the run
-    broken = [name for name, p in run.model.named_parameters() if not bool(torch.isfinite(p).all())] if done else []
+    broken = [name for name, p in run.model.named_parameters()
+              if not bool(torch.isfinite(fsdp.value(p)).all())] if done else []
     if broken:  # the same on every rank (DDP keeps replicas equal): all stop
         raise NonFiniteLossError(f"parameters {', '.join(broken[:3])} hold NaN/inf values; nothing was exported")
+    model = run.model
+    if done and fsdp.is_sharded(model):  # every rank gathers; rank 0 exports (and reports from) a plain copy
+        model = fsdp.plain_copy(model, lambda: ElectraTNForPretraining(config, run.model.synonyms))
+        if model is not None:
+            run.model = run.runner = model
     if run.rank == 0 and done:
-        exported = _export(run.model, output_dir / "final", run.tokenizer)
+        exported = _export(model, output_dir / "final", run.tokenizer)
         summary["export"] = {k: str(v) for k, v in exported.items()}
         summary["plot"] = str(plot_history(run.history, output_dir / "loss_curve.png"))
     if dist.is_initialized():

@@ -72,25 +72,36 @@ def test_resume_continues_exactly(setup, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_process_gloo_equals_one_process(setup, tmp_path):
-    common = ["--max-steps", "2", "--dropout", "0"]
-    single = tmp_path / "single"
-    pretrain.train(pretrain.parse_args(args_for(setup, single, *common)))
-    double = tmp_path / "double"  # two ranks × 4 sequences = the same global batch of 8
-    common += ["--grad-accum", "1"]
+def _torchrun(setup, out, port, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29731", "-m", "electra.pretrain", *args_for(setup, double, *common)],
+                          str(port), "-m", "electra.pretrain", *args_for(setup, out, *extra)],
                          capture_output=True, text=True, timeout=600, env=env, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_two_process_ddp_and_fsdp_equal_one_process(setup, tmp_path):
+    """2 gloo ranks × 4 sequences = one process's global batch of 8: with DDP, and with --fsdp (FSDP2, one unit per
+    encoder layer) stopped after step 1 and resumed from its full-state checkpoint: the same losses and final
+    parameters as one process, an evaluation and an export."""
+    common = ["--max-steps", "2", "--dropout", "0", "--eval-every", "2"]
+    single = tmp_path / "single"
+    pretrain.train(pretrain.parse_args(args_for(setup, single, *common)))
+    _torchrun(setup, tmp_path / "ddp", 29731, *common, "--grad-accum", "1")
+    for extra in (("--stop-after", "1"), ("--resume",)):
+        _torchrun(setup, tmp_path / "fsdp", 29733, *common, "--fsdp", *extra)
     h1 = json.loads((single / "history.json").read_text())
-    h2 = json.loads((double / "history.json").read_text())
-    for r1, r2 in zip(h1, h2):
-        for key in ("loss", "gen_loss", "disc_loss", "sr_loss", "correction_rate"):
-            assert r1[key] == pytest.approx(r2[key], rel=1e-4, abs=1e-6), key
-    a, b = final_params(single), final_params(double)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    for name in ("ddp", "fsdp"):
+        h2 = json.loads((tmp_path / name / "history.json").read_text())
+        assert len(h2) == len(h1) == 2 and "eval" in h2[-1]
+        for r1, r2 in zip(h1, h2):
+            for key in ("loss", "gen_loss", "disc_loss", "sr_loss", "correction_rate"):
+                assert r1[key] == pytest.approx(r2[key], rel=1e-4, abs=1e-6), (name, key)
+        a, b = final_params(single), final_params(tmp_path / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{name}: {k}")
+        assert (tmp_path / name / "final" / "discriminator" / "config.json").exists()
 
 
 def test_fn_stats_counts_every_listed_mismatch(setup):
