@@ -54,8 +54,25 @@ def _worker(rank, world, path, rdv):
                           upstream, group=dist.group.WORLD, block=block)
         results.append((tuple(out), [g.detach() for g in grads]))
     results.append(_dtensor_case(data, world))
+    results.append(_logits_case(data, block, dist.group.WORLD))
     torch.save(results, f"{path}.{rank}")
     dist.destroy_process_group()
+
+
+LOGITS_VARIANT = dict(prediction="sample", seed=3, reduction="none", hc=True, sr_weight=0.5, label_smoothing=0.1)
+
+
+def _logits_case(data, block=None, group=None):
+    """mlm_loss on (this rank's columns of) the logits, SR on (this rank's rows of) the weight: outputs and the
+    logits' gradient."""
+    weight = data["weight"] if block is None else data["weight"][block[0]:block[1]]
+    logits = torch.nn.functional.linear(data["hidden"], data["weight"], data["bias"])
+    logits = (logits if block is None else logits[:, block[0]:block[1]]).clone().requires_grad_()
+    kw = {k: v for k, v in LOGITS_VARIANT.items() if k != "hc"}
+    out = tnops.mlm_loss(logits, data["labels"], synonyms=data["table"], sr_embedding=weight, backend="torch",
+                         process_group=group, **kw)
+    (grad,) = torch.autograd.grad((out.loss * data["upstreams"][2]).sum(), logits)
+    return tuple(t.detach() for t in out), grad
 
 
 def _dtensor_case(data, world):
@@ -106,11 +123,18 @@ def single_process(tmp_path_factory):
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_equal_one_process(single_process, world, tmp_path):
     path, expected = single_process
+    logits_expected = _logits_case(torch.load(path, weights_only=False))
     mp.spawn(_worker, args=(world, str(path), str(tmp_path / "rdv")), nprocs=world, join=True)
     starts = [sum(BLOCKS[world][:r]) for r in range(world + 1)]
     for rank in range(world):
         results = torch.load(f"{path}.{rank}", weights_only=False)
         lo, hi = starts[rank], starts[rank + 1]
+        out, grad = results.pop()  # mlm_loss on this rank's columns of the logits
+        want_out, want_grad = logits_expected
+        assert want_out[4].any()  # hard correction fired
+        for got, exp in zip(out, want_out):
+            torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, want_grad[:, lo:hi], rtol=1e-5, atol=1e-6 * want_grad.abs().max().item())
         out, grads, rows, refusal = results.pop()  # the DTensor form: blocks of torch.chunk, no process_group
         d_lo = rank * -(-V // world)
         assert torch.equal(out[3], expected[1][0].predictions) and torch.equal(out[4], expected[1][0].corrected)

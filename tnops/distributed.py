@@ -86,20 +86,20 @@ class _ShardStatistics(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab, group):
         cdt = losses.compute_dtype(hidden.dtype)
-        n, rows_k = labels.shape[0], weight.shape[0]
+        n = labels.shape[0]
+        rows_k = hidden.shape[1] if weight is None else weight.shape[0]  # weight None: hidden is [N, V_k] logits
         device = hidden.device
         masked = labels != options.ignore_index
         local_gold = labels - start
         own = masked & (local_gold >= 0) & (local_gold < rows_k)
         stats = torch.zeros(5, n, dtype=cdt, device=device)  # max, other, gold logit, Σ z, best score
         best_id = torch.full((n,), vocab, dtype=torch.int64, device=device)
-        w = weight.to(cdt)
+        w = None if weight is None else weight.to(cdt)
         b = None if bias is None else bias.to(cdt)
         step = backends.chunk_rows(rows_k)
         for r0 in range(0, n, step):
             rows = slice(r0, r0 + step)
-            x = torch.where(masked[rows, None], hidden[rows].to(cdt), 0)
-            z = x @ w.T if b is None else torch.addmm(b, x, w.T)
+            z = _logits(hidden[rows], w, b, masked[rows], cdt)
             gold = torch.where(own[rows], local_gold[rows], 0)
             m = z.max(1).values
             e = torch.exp(z - m[:, None])
@@ -133,8 +133,10 @@ class _ShardStatistics(torch.autograd.Function):
         zero = torch.zeros_like(lse)
         nll, lse, zmean = (torch.where(masked, t, zero) for t in (nll, lse, z_sum / vocab))
         predictions = torch.where(masked, predictions, options.ignore_index)
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else hidden.new_empty(0), labels, lse)
-        ctx.has_bias, ctx.start, ctx.vocab, ctx.group = bias is not None, start, vocab, group
+        empty = hidden.new_empty(0)
+        ctx.save_for_backward(hidden, empty if weight is None else weight, empty if bias is None else bias, labels, lse)
+        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+        ctx.start, ctx.vocab, ctx.group = start, vocab, group
         ctx.ignore_index = options.ignore_index
         ctx.mark_non_differentiable(predictions)
         return nll, lse, zmean, predictions
@@ -148,31 +150,42 @@ class _ShardStatistics(torch.autograd.Function):
         g_nll, g_lse, g_zmean = (zero if g is None else torch.where(masked, g.to(cdt), 0)
                                  for g in (g_nll, g_lse, g_zmean))
         alpha, gamma, delta = g_nll + g_lse, g_nll, -g_zmean
-        rows_k = weight.shape[0]
+        rows_k = weight.shape[0] if ctx.has_weight else hidden.shape[1]
         local_gold = labels - ctx.start
         own = masked & (local_gold >= 0) & (local_gold < rows_k)
-        w = weight.to(cdt)
+        w = weight.to(cdt) if ctx.has_weight else None
         b = bias.to(cdt) if ctx.has_bias else None
         d_hidden = torch.zeros(hidden.shape, dtype=cdt, device=hidden.device)
-        d_weight = torch.zeros_like(w)
+        d_weight = torch.zeros_like(w) if ctx.has_weight else None
         d_bias = torch.zeros(rows_k, dtype=cdt, device=hidden.device) if ctx.has_bias else None
         step = backends.chunk_rows(rows_k)
         for r0 in range(0, labels.shape[0], step):
             rows = slice(r0, r0 + step)
             live = masked[rows]
-            x = torch.where(live[:, None], hidden[rows].to(cdt), 0)
-            z = x @ w.T if b is None else torch.addmm(b, x, w.T)
+            z = _logits(hidden[rows], w, b, live, cdt)
             dz = torch.exp(z - lse[rows, None]) * alpha[rows, None] - (delta[rows] / ctx.vocab)[:, None]
             gold = torch.where(own[rows], local_gold[rows], 0)
             dz.scatter_add_(1, gold[:, None], torch.where(own[rows], -gamma[rows], 0)[:, None])
             dz = torch.where(live[:, None], dz, 0)
+            if w is None:  # given logits: d logits is dz itself, this rank's columns
+                d_hidden[rows] = dz
+                continue
             d_hidden[rows] = dz @ w
-            d_weight.addmm_(dz.T, x)
+            d_weight.addmm_(dz.T, torch.where(live[:, None], hidden[rows].to(cdt), 0))
             if d_bias is not None:
                 d_bias += dz.sum(0)
-        _all_reduce(d_hidden, dist.ReduceOp.SUM, ctx.group)
-        return (d_hidden.to(hidden.dtype), d_weight.to(weight.dtype),
+        if w is not None:  # every rank's columns add to d hidden
+            _all_reduce(d_hidden, dist.ReduceOp.SUM, ctx.group)
+        return (d_hidden.to(hidden.dtype), None if w is None else d_weight.to(weight.dtype),
                 None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None, None, None, None)
+
+
+def _logits(inputs, w, b, live, cdt):
+    """A chunk's ``[R, V_k]`` logits in the compute dtype (rows not ``live`` selected to zeros / the bias)."""
+    x = torch.where(live[:, None], inputs.to(cdt), 0)
+    if w is None:
+        return x
+    return x @ w.T if b is None else torch.addmm(b, x, w.T)
 
 
 class _ShardRows(torch.autograd.Function):
@@ -215,8 +228,9 @@ def vocab_parallel_mlm(hidden, weight, bias, labels, synonyms, sr_embedding, opt
     lead = labels.shape
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
     flat_labels = labels.reshape(-1).long()
-    start, vocab = shard_layout(weight.shape[0], group)
-    check_same_on_every_rank(group, hidden=flat_hidden.detach(), labels=flat_labels,
+    start, vocab = shard_layout(hidden.shape[-1] if weight is None else weight.shape[0], group)
+    same = {"labels": flat_labels} if weight is None else {"hidden": flat_hidden.detach(), "labels": flat_labels}
+    check_same_on_every_rank(group, **same,
                              **({} if row_ids is None else {"row_ids": row_ids}))
     masked = flat_labels != options.ignore_index
     if bool(((flat_labels < 0) | (flat_labels >= vocab))[masked].any()):

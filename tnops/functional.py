@@ -105,13 +105,15 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
              temperature: float = 1.0, disallow_correct: bool = False, seed: int | None = None, sr_weight: float = 0.0,
              sr_embedding: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
              row_ids: torch.Tensor | None = None, backend: str | None = None, label_smoothing: float = 0.0,
-             z_loss: float = 0.0) -> MLMLossOutput:
+             z_loss: float = 0.0, process_group=None) -> MLMLossOutput:
     """``linear_mlm_loss`` for logits that already exist.
 
     Args:
         logits: float ``[*, V]``.
         labels: int ``[*]``.
         sr_embedding: ``[V, E]``; required when ``sr_weight > 0`` (there is no LM-head weight to default to).
+        process_group: the logits are vocabulary-sharded, ``[*, V_k]`` this rank's contiguous block of columns
+            (blocks in rank order); the gradient is this rank's block of ``d logits`` (see ``linear_mlm_loss``).
         other keywords: as ``linear_mlm_loss``.
     Returns:
         ``MLMLossOutput``; the gradient flows to ``logits`` (and ``sr_embedding``).
@@ -122,6 +124,11 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, *, synonyms=None, predi
         raise ValueError(f"labels: expected shape {tuple(logits.shape[:-1])} (logits' leading shape), got "
                          f"{tuple(labels.shape)}")
     vocab_size = logits.shape[-1]
+    if process_group is not None:
+        return _vocab_parallel(logits, None, labels, None, synonyms, sr_embedding, row_ids, backend, process_group,
+                               prediction=prediction, temperature=temperature, disallow_correct=disallow_correct,
+                               seed=seed, sr_weight=sr_weight, ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing, z_loss=z_loss)
     options = _options(vocab_size, synonyms, prediction=prediction, temperature=temperature,
                        disallow_correct=disallow_correct, seed=seed, sr_weight=sr_weight, ignore_index=ignore_index,
                        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss)
@@ -150,7 +157,7 @@ def _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_id
     if backend not in (None, "torch"):
         raise ValueError(f"backend: a vocabulary-parallel loss (process_group) runs the torch backend's maths; "
                          f"got backend={backend!r}")
-    rows = weight.shape[0]
+    rows = hidden.shape[-1] if weight is None else weight.shape[0]  # weight None: hidden is [*, V_k] logits
     if bias is not None:
         check.tensor("bias", bias, floating=True, ndim=1)
         if bias.shape[0] != rows:
@@ -163,6 +170,9 @@ def _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_id
         if sr_embedding.shape[0] not in (rows, vocab):
             raise ValueError(f"sr_embedding: expected this rank's block [V_k={rows}, E'] or the full table "
                              f"[V={vocab}, E'], got shape {tuple(sr_embedding.shape)}")
+    if weight is None and options.sr_weight and sr_embedding is None:
+        raise ValueError("sr_embedding: sr_weight > 0 needs an embedding table (this rank's block [V_k, E'] or the "
+                         "full [V, E']); mlm_loss has no LM-head weight")
     check.same_device(hidden=hidden, weight=weight, labels=labels, bias=bias, sr_embedding=sr_embedding)
     check.row_ids(row_ids, labels)
     return distributed.vocab_parallel_mlm(hidden, weight, bias, labels, synonyms,
