@@ -51,18 +51,25 @@ inline float exp_nonpositive(float x) {
 }
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
+// The Philox words of the kNoiseBlock / 4 quads from quad0 of one row, lane by lane in separate arrays so the loop
+// vectorises (inlined into each multiversioned caller, so it is compiled for the caller's instruction set).
+__attribute__((always_inline)) inline void philox_quads(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32_t k1,
+                                                        uint32_t* w0, uint32_t* w1, uint32_t* w2, uint32_t* w3) {
+#pragma omp simd
+  for (int64_t q = 0; q < kNoiseBlock / 4; ++q) {
+    uint32_t c0 = quad0 + static_cast<uint32_t>(q), c1 = row_key, c2 = 0u, c3 = 0u;
+    philox4x32_10(c0, c1, c2, c3, k0, k1);
+    w0[q] = c0; w1[q] = c1; w2[q] = c2; w3[q] = c3;
+  }
+}
+
 // Gumbel noise of vocabulary ids [4·quad0, 4·quad0 + kNoiseBlock) of one row: Philox words for every quad
 // (lanes in separate arrays so the loop vectorises), then the transform of philox.h, both over the block.
 TNOPS_TARGET_CLONES
 void gumbel_block(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32_t k1, float* out) {
   constexpr int64_t kQuads = kNoiseBlock / 4;
   uint32_t w0[kQuads], w1[kQuads], w2[kQuads], w3[kQuads];
-#pragma omp simd
-  for (int64_t q = 0; q < kQuads; ++q) {
-    uint32_t c0 = quad0 + static_cast<uint32_t>(q), c1 = row_key, c2 = 0u, c3 = 0u;
-    philox4x32_10(c0, c1, c2, c3, k0, k1);
-    w0[q] = c0; w1[q] = c1; w2[q] = c2; w3[q] = c3;
-  }
+  philox_quads(quad0, row_key, k0, k1, w0, w1, w2, w3);
   uint32_t words[kNoiseBlock];
   for (int64_t q = 0; q < kQuads; ++q) {
     words[4 * q] = w0[q]; words[4 * q + 1] = w1[q]; words[4 * q + 2] = w2[q]; words[4 * q + 3] = w3[q];
@@ -79,12 +86,7 @@ int64_t uniform_candidates(uint32_t quad0, uint32_t row_key, uint32_t k0, uint32
                            float* u_out, int32_t* ids) {
   constexpr int64_t kQuads = kNoiseBlock / 4;
   uint32_t w0[kQuads], w1[kQuads], w2[kQuads], w3[kQuads];
-#pragma omp simd
-  for (int64_t q = 0; q < kQuads; ++q) {
-    uint32_t c0 = quad0 + static_cast<uint32_t>(q), c1 = row_key, c2 = 0u, c3 = 0u;
-    philox4x32_10(c0, c1, c2, c3, k0, k1);
-    w0[q] = c0; w1[q] = c1; w2[q] = c2; w3[q] = c3;
-  }
+  philox_quads(quad0, row_key, k0, k1, w0, w1, w2, w3);
   const float floor_f = static_cast<float>(u_floor);  // u are floats: u > u_floor  <=>  u > the float below it
   const float below = floor_f > u_floor ? std::nextafter(floor_f, 0.0f) : floor_f;
 #pragma omp simd
