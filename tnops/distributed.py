@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from tnops import backends, losses, reference
+from tnops import _ops, backends, losses, reference
 from tnops import random as tn_random
 from tnops.options import MLMOptions
 from tnops.outputs import MLMLossOutput
@@ -256,8 +256,6 @@ def vocab_parallel_mlm(hidden, weight, bias, labels, synonyms, sr_embedding, opt
             flat_labels, predictions)
     kept = masked & ~corrected
     coefficients = options.row_coefficients()
-    from tnops import _ops  # the one composition of the objective from the statistics
-
     ce_rows = _ops.objective_rows(nll, lse, zmean, kept, (1.0, 0.0) + coefficients[2:])
     z_rows = torch.where(kept, options.z_loss * lse * lse, 0) if options.z_loss else torch.zeros_like(ce_rows)
     ce, z = (losses.reduce_rows(t, kept, options.reduction) for t in (ce_rows, z_rows))
