@@ -1,14 +1,17 @@
 """Compile every Triton kernel of tnops for a GPU target without a GPU, so CI sees GPU compile errors.
 
-    python -m tnops.ops.compile_check            # Hopper: GPUTarget("cuda", 90, 32)
-    python -m tnops.ops.compile_check --arch 80  # Ampere
-    python -m tnops.ops.compile_check --max-spill 0   # also fail when a kernel spills registers
+    python -m tnops.ops.compile_check                 # Hopper: GPUTarget("cuda", 90, 32), 227 KiB per block
+    python -m tnops.ops.compile_check --arch 75       # Turing (T4): 64 KiB per block, no bfloat16
+    python -m tnops.ops.compile_check --arch 80 86 89 --max-spill 0   # several targets; fail on any spill
+    python -m tnops.ops.compile_check --arch 86 --kernels _mlm_bwd     # only the kernels whose name has this
 
 Runs with ``TRITON_INTERPRET`` unset (the interpreter replaces kernels by Python functions).  Each kernel is
-built for every dtype it serves and its main constexpr variants, at the tiles ``head_config`` picks for the
-ELECTRA-base generator shape on a GPU; a failure prints the Triton error.  Each line also shows what
-``ptxas -v`` reports for the binary (registers, bytes spilled to local memory): a spill in a hot kernel is a
-slowdown that can be seen here without a GPU.
+built for every dtype the target computes (``config.gpu_refusal``: bfloat16 is skipped on sm_75, by name) and its
+main constexpr variants, at the tiles ``head_config`` picks for the ELECTRA-base generator shape on that target
+(``config.Target.known(arch)``: its shared memory per block and tiles); a failure prints the Triton error.  A
+kernel FAILS when its shared memory exceeds the target's limit (the launch would raise ``OutOfResources``), and
+with ``--max-spill`` when ``ptxas -v`` reports more bytes of registers spilled to local memory: a spill in a hot
+kernel is a slowdown that can be seen here without a GPU.
 """
 from __future__ import annotations
 
@@ -25,17 +28,19 @@ TYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 SHAPE = (20224, 30522, 768)  # ELECTRA-base generator rows, vocabulary, width: the tiles CI compiles
 
 
-def _variants():
-    """``(name, kernel, signature, constexprs, num_warps)`` of every kernel variant CI builds."""
+def _variants(target):
+    """``(name, kernel, signature, constexprs, num_warps, num_stages)`` of every kernel variant CI builds for
+    ``target`` (a ``config.Target``), dtypes the target cannot compute left out."""
     import torch
 
     from tnops.ops import mlm_head_kernels, rtd_kernels, sr_kernels
-    from tnops.ops.config import head_config
+    from tnops.ops.config import gpu_refusal, head_config
     from tnops.ops.mlm_head import SEARCH_STEPS
 
-    configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name)) for name, dtype in TYPES.items()}
-    logit_configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name), logits=True)
-                     for name, dtype in TYPES.items()}
+    types = {name: dtype for name, dtype in TYPES.items() if gpu_refusal(target, getattr(torch, name)) is None}
+    configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name), target=target) for name, dtype in types.items()}
+    logit_configs = {dtype: head_config(*SHAPE, dtype=getattr(torch, name), logits=True, target=target)
+                     for name, dtype in types.items()}
 
     def head_args(dtype: str) -> dict:  # the arguments the forward and backward LM-head kernels share
         return {"h_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "labels_ptr": "*i64",
@@ -45,7 +50,7 @@ def _variants():
     # fused head (weight) and for given logits (mlm_loss: no weight, no bias).
     all_on_or_off = [(True, True, True, True), (True, False, False, False), (False, False, True, True),
                      (False, False, False, False)]
-    for dtype, (weight, bias, sample, disallow) in itertools.product(TYPES.values(), all_on_or_off):
+    for dtype, (weight, bias, sample, disallow) in itertools.product(types.values(), all_on_or_off):
         cfg = configs[dtype] if weight else logit_configs[dtype]
         sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_other_ptr="*fp32",
                    part_gold_ptr="*fp32", part_best_ptr="*fp32", part_zsum_ptr="*fp32", part_idx_ptr="*i32",
@@ -56,8 +61,8 @@ def _variants():
         if not weight:  # the logits' row stride is V = 30522: not a multiple of 16
             sig = dict(sig, stride_hn="i32 unaligned")
         yield f"_mlm_fwd_kernel[{dtype}, {'bias=' + str(bias) if weight else 'logits'}, sample={sample}, " \
-            f"disallow={disallow}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps
-    for dtype, (table, sr) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
+            f"disallow={disallow}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps, cfg.num_stages
+    for dtype, (table, sr) in itertools.product(types.values(), [(True, True), (False, False)]):
         cfg = configs[dtype]
         sig = {n: "*fp32" for n in ("part_max_ptr", "part_other_ptr", "part_gold_ptr", "part_best_ptr",
                                     "part_zsum_ptr")}
@@ -71,8 +76,10 @@ def _variants():
         const = dict(HAS_TABLE=table, SEARCH_STEPS=SEARCH_STEPS, HAS_SR=sr, BLOCK_N=cfg.row_block_n,
                      BLOCK_E=cfg.row_block_e)
         yield f"_mlm_combine_kernel[{dtype}, table={table}, sr={sr}]", mlm_head_kernels._mlm_combine_kernel, sig, \
-            const, 4
-    backward = [("fp32", True), ("bf16", True), ("fp16", False)] + [(dtype, None) for dtype in TYPES.values()]
+            const, 4, 3
+    halves = [dtype for dtype in ("bf16", "fp16") if dtype in types.values()]  # the first with bias
+    backward = [("fp32", True)] + [(dtype, dtype == halves[0]) for dtype in halves] + [(dtype, None) for dtype in
+                                                                                         types.values()]
     for dtype, bias in backward:  # bias None: given logits, d_logits in their dtype
         cfg = configs[dtype] if bias is not None else logit_configs[dtype]
         sig = dict(head_args(dtype), lse_ptr="*fp32", complement_ptr="*fp32", coef_ptr="*fp32",
@@ -85,20 +92,20 @@ def _variants():
         if bias is None:
             sig = dict(sig, stride_hn="i32 unaligned")
         name = f"_mlm_bwd_kernel[{dtype}, {'logits' if bias is None else f'bias={bias}'}]"
-        yield name, mlm_head_kernels._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps
-    for dtype in TYPES.values():
+        yield name, mlm_head_kernels._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps, cfg.num_stages
+    for dtype in types.values():
         cfg = configs[dtype]
         sig = {"emb_ptr": f"*{dtype}", "labels_ptr": "*i64", "pred_ptr": "*i64", "coef_ptr": "*fp32",
                "dot_ptr": "*fp32", "gold_sq_ptr": "*fp32", "pred_sq_ptr": "*fp32", "demb_ptr": "*fp32",
                "flags_ptr": "*i32", "N": "i32", "V": "i32", "E": "i32", "stride_ev": "i32", "stride_ee": "i32",
                "ignore_index": "i32", "cos_eps_sq": "fp32"}
         const = dict(BLOCK_N=cfg.row_block_n, BLOCK_E=cfg.row_block_e)
-        yield f"_sr_bwd_kernel[{dtype}]", sr_kernels._sr_bwd_kernel, sig, const, 4
-    for dtype, (mask, corrected) in itertools.product(TYPES.values(), [(True, True), (False, False)]):
+        yield f"_sr_bwd_kernel[{dtype}]", sr_kernels._sr_bwd_kernel, sig, const, 4, 3
+    for dtype, (mask, corrected) in itertools.product(types.values(), [(True, True), (False, False)]):
         sig = {"logits_ptr": f"*{dtype}", "corrupted_ptr": "*i64", "original_ptr": "*i64", "mask_ptr": "*i64",
                "corrected_ptr": "*u8", "loss_ptr": "*fp32", "grad_ptr": "*fp32", "N": "i32"}
         const = dict(HAS_MASK=mask, HAS_CORRECTED=corrected, BLOCK=rtd_kernels.BLOCK)
-        yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd_kernels._rtd_kernel, sig, const, 4
+        yield f"_rtd_kernel[{dtype}, mask={mask}, corrected={corrected}]", rtd_kernels._rtd_kernel, sig, const, 4, 3
 
 
 # Specialisations the JIT makes at launch for contiguous inputs at the ELECTRA shapes: unit strides become
@@ -140,29 +147,34 @@ def register_usage(ptx: str, arch: int) -> tuple[int, int] | None:
     return int(registers.group(1)), int(spills.group(1))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for Hopper")
-    parser.add_argument("--warp-size", type=int, default=32)
-    parser.add_argument("--shared-limit", type=int, default=227 * 1024,
-                        help="bytes of shared memory per block on the target (Hopper: 227 KiB)")
-    parser.add_argument("--max-spill", type=int, default=None,
-                        help="fail when ptxas spills more than this many bytes of registers in a kernel")
-    args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        parser.error("unset TRITON_INTERPRET: the interpreter cannot compile kernels")
+def check_target(arch: int, warp_size: int = 32, shared_limit: int | None = None, max_spill: int | None = None,
+                 kernels: str | None = None) -> int:
+    """Compile every kernel variant for ``cuda:<arch>``, print one line each; the number that failed."""
+    import torch
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    target = GPUTarget("cuda", args.arch, args.warp_size)
+    from tnops.ops.config import Target, gpu_refusal, tile_capability
+
+    target = Target.known(arch)
+    limit = shared_limit if shared_limit is not None else target.smem
+    print(f"cuda:{arch}: {limit // 1024} KiB shared memory per block, the tiles of sm_{tile_capability(target)}",
+          flush=True)
+    for name in TYPES:
+        reason = gpu_refusal(target, getattr(torch, name))
+        if reason is not None:
+            print(f"skip  {name}: {reason}", flush=True)
+    gpu = GPUTarget("cuda", arch, warp_size)
     failures = 0
-    for name, fn, sig, const, warps in _variants():
+    for name, fn, sig, const, warps, stages in _variants(target):
+        if kernels and kernels not in name:
+            continue
         start = time.perf_counter()
         try:
             signature, constexprs, attrs = as_launched(fn, sig, const)
             compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                                      target=target, options={"num_warps": warps, "num_stages": 3})
+                                      target=gpu, options={"num_warps": warps, "num_stages": stages})
             ptx = compiled.asm.get("ptx", "")
             note = "wgmma" if "wgmma" in ptx else ("mma" if "mma" in ptx else "")
             if re.search(r"red\.global\.\w+\.relaxed\.add\.v[24]\.f32", ptx):
@@ -170,19 +182,41 @@ def main(argv=None) -> int:
             elif "atom.global" in ptx and ".add.f32" in ptx:
                 note += " atom"  # value-returning (and possibly fenced) atomics: slower
             shared = compiled.metadata.shared
-            if shared > args.shared_limit:  # the launch would fail with OutOfResources on the device
-                raise RuntimeError(f"needs {shared} bytes of shared memory, the target has {args.shared_limit}")
-            usage = register_usage(ptx, args.arch)
+            if shared > limit:  # the launch would fail with OutOfResources on the device
+                raise RuntimeError(f"needs {shared} bytes ({shared / 1024:.1f} KiB) of shared memory per block, "
+                                   f"sm_{arch} has {limit} ({limit // 1024} KiB)")
+            usage = register_usage(ptx, arch)
             regs = "regs   ?  spill    ?" if usage is None else f"regs {usage[0]:3d}  spill {usage[1]:4d}"
-            if usage is not None and args.max_spill is not None and usage[1] > args.max_spill:
-                raise RuntimeError(f"spills {usage[1]} bytes of registers (--max-spill {args.max_spill}): {regs}")
+            if usage is not None and max_spill is not None and usage[1] > max_spill:
+                raise RuntimeError(f"spills {usage[1]} bytes of registers (--max-spill {max_spill}): {regs}")
             seconds = time.perf_counter() - start
             print(f"ok    {name:60s} {seconds:5.1f} s  smem {shared / 1024:5.1f} KiB  {regs}  {note}", flush=True)
         except Exception as error:  # report every kernel, then fail
             failures += 1
             print(f"FAIL  {name}\n{error}", flush=True)
-    print(f"{failures} failed" if failures else "all kernels compiled", f"for cuda:{args.arch}")
-    return 1 if failures else 0
+    print(f"{failures} failed" if failures else "all kernels compiled", f"for cuda:{arch}", flush=True)
+    return failures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[90],
+                        help="CUDA compute capabilities, e.g. 75 80 86 89 90 (default: 90, Hopper)")
+    parser.add_argument("--warp-size", type=int, default=32)
+    parser.add_argument("--shared-limit", type=int, default=None,
+                        help="bytes of shared memory per block (default: the target's, config.SHARED_MEMORY)")
+    parser.add_argument("--max-spill", type=int, default=None,
+                        help="fail when ptxas spills more than this many bytes of registers in a kernel")
+    parser.add_argument("--kernels", default=None, help="only the kernel variants whose name contains this")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        parser.error("unset TRITON_INTERPRET: the interpreter cannot compile kernels")
+    failed = [arch for arch in args.arch
+              if check_target(arch, args.warp_size, args.shared_limit, args.max_spill, args.kernels)]
+    if len(args.arch) > 1:
+        print(f"FAILED for {', '.join(f'cuda:{a}' for a in failed)}" if failed else
+              f"all targets compiled: {', '.join(f'cuda:{a}' for a in args.arch)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
