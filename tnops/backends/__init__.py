@@ -10,7 +10,8 @@ Adding one is one module and one line in ``_MODULES``.  ``functional`` never nam
 ``select`` and calls the ``tnops::`` custom ops (``tnops/_ops.py``), which call the module.
 
 Environment:
-``TNOPS_BACKEND``     force a backend by name (default: by device: CUDA → triton; CPU → native if built, else torch)
+``TNOPS_BACKEND``     force a backend by name (default: by device: CUDA → triton, falling back to torch where the Triton
+                      path cannot run on the GPU; CPU → native if built, else torch)
 ``TNOPS_CHUNK_ROWS``  rows per chunk of the chunked CPU/torch paths (default: ~4 Mi logits per chunk; native ~16 Mi)
 ``TNOPS_NATIVE``      ``auto`` | ``jit`` | ``off``: the installed native extension, else JIT-built (native.py)
 ``TNOPS_NATIVE_CACHE`` where the JIT build goes (default ``~/.cache/tnops/native``)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 import torch
@@ -33,6 +35,12 @@ _MODULES = {
 }
 # Preferred order per device type when no backend is requested.
 _DEFAULTS = {"cuda": ("triton", "torch"), "cpu": ("native", "torch")}
+# What the default dispatch hands out for a preferred backend: "triton-or-torch" is the triton backend that falls back
+# to the torch backend, with one warning, when the Triton path cannot run on the GPU (triton_fallback.py); a backend
+# named by backend= or TNOPS_BACKEND raises instead.  Not in names(); may be named.
+_DEFAULT_FLAVOURS = {"triton": "triton-or-torch"}
+_HIDDEN = {"triton-or-torch": "tnops.backends.triton_fallback"}
+_warned: set[str] = set()
 CHUNK_ELEMENTS = 1 << 22         # the torch backend's chunk: 16 MB of fp32 logits
 NATIVE_CHUNK_ELEMENTS = 1 << 24  # the native backend's: 64 MB, as its GEMMs gain from taller chunks
 # ...and never fewer rows than this: each chunk's GEMMs re-read (and pack) all of W and read-modify-write all of dW,
@@ -51,7 +59,7 @@ def _load(name: str) -> ModuleType | str:
     """The backend's module, or the reason it cannot be used (its import error or its own ``unavailable()``)."""
     if name not in _loaded:
         try:
-            module = importlib.import_module(_MODULES[name])
+            module = importlib.import_module(_MODULES.get(name) or _HIDDEN[name])
             reason = contract.problems(module)
             if reason is not None:
                 reason = f"module {module.__name__} {reason}"
@@ -65,7 +73,7 @@ def _load(name: str) -> ModuleType | str:
 
 def unavailable_reason(name: str) -> str | None:
     """Why backend ``name`` cannot run in this installation, or None when it can."""
-    if name not in _MODULES:
+    if name not in _MODULES and name not in _HIDDEN:
         raise ValueError(f"backend: expected one of {', '.join(_MODULES)}, got {name!r}")
     loaded = _load(name)
     return loaded if isinstance(loaded, str) else None
@@ -89,7 +97,7 @@ def requested_backend() -> str | None:
     name = os.environ.get("TNOPS_BACKEND", "").strip().lower()
     if not name:
         return None
-    if name not in _MODULES:
+    if name not in _MODULES and name not in _HIDDEN:
         raise ValueError(f"TNOPS_BACKEND={name!r}: expected one of {', '.join(_MODULES)}")
     return name
 
@@ -98,23 +106,42 @@ def requested_backend() -> str | None:
 def select(device: torch.device, dtype: torch.dtype, backend: str | None = None) -> str:
     """The backend for tensors of ``device`` and ``dtype``: ``backend`` if given, else ``TNOPS_BACKEND``, else the
     first available default of the device type.  A named backend that cannot serve raises ValueError saying why.
+
+    The default on CUDA is ``"triton-or-torch"`` (``_DEFAULT_FLAVOURS``): the Triton kernels, with the torch backend
+    where they cannot run (launch failures, ``triton_fallback.py``); a GPU they refuse outright (compute capability
+    < 7.5, bfloat16 before 8.0) gets the torch backend here, with one warning naming the reason.
     """
     if backend is not None and not isinstance(backend, str):
         raise TypeError(f"backend: expected a str or None, got {type(backend).__name__}")
     name = backend.strip().lower() if backend is not None else requested_backend()
     if name is None:
         for candidate in _DEFAULTS.get(device.type, ("torch",)):
-            if candidate in _MODULES and unavailable_reason(candidate) is None \
-                    and get(candidate).refuses(device, dtype) is None:
-                return candidate
+            if candidate not in _MODULES or unavailable_reason(candidate) is not None:
+                continue
+            flavour = _DEFAULT_FLAVOURS.get(candidate, candidate)
+            if unavailable_reason(flavour) is not None:
+                flavour = candidate
+            if get(candidate).refuses(device, dtype) is None:
+                return flavour
+            hardware = getattr(get(flavour), "hardware_refusal", None)
+            reason = hardware(device, dtype) if hardware is not None else None
+            if reason is not None:
+                _warn_once(f"tnops: the {candidate} backend cannot serve {dtype} tensors on {device} ({reason}); "
+                           f"the next default backend computes them")
         name = "torch"
     source = "backend" if backend is not None else "TNOPS_BACKEND"
-    if name not in _MODULES:
+    if name not in _MODULES and name not in _HIDDEN:
         raise ValueError(f"{source}: expected one of {', '.join(_MODULES)}, got {name!r}")
     reason = unavailable_reason(name) or get(name).refuses(device, dtype)
     if reason is not None:
         raise ValueError(f"{source}={name!r} cannot serve {dtype} tensors on {device}: {reason}")
     return name
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def interpreting() -> bool:

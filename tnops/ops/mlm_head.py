@@ -17,6 +17,10 @@ length (shapes only: no host sync).
 Given logits: ``weight=None`` makes ``hidden`` the ``[N, V]`` logits (``mlm_loss``); the kernels read them
 through their strides and ``mlm_head_backward`` returns ``d_logits`` in their dtype.
 
+Every launcher runs under its inputs' device (``config.on_inputs_device``: ``torch.cuda.device(hidden.device)``), so
+tensors on ``cuda:1`` work while ``cuda:0`` is current; tensors on two devices are refused, naming the argument,
+before any kernel runs (``config.check_inputs``).
+
 Index values are checked by the kernels themselves (see ``mlm_head_kernels``): each call gets int32 error flags,
 one per argument kind; after the kernels, on CPU (the interpreter) a set flag raises ``ValueError`` naming the
 argument and its range, on CUDA ``torch._assert_async`` turns it into a device-side assert without a host sync.
@@ -29,7 +33,7 @@ import triton
 from tnops.losses import COSINE_EPS
 from tnops.ops import mlm_head_kernels as kernels
 from tnops.ops import sr_kernels
-from tnops.ops.config import check_inputs, head_config
+from tnops.ops.config import check_inputs, head_config, on_inputs_device
 
 SEARCH_STEPS = 32  # binary-search steps over one CSR row: enough for any row of < 2^32 synonyms
 
@@ -112,6 +116,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+@on_inputs_device
 def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None, sr_embedding=None,
                      prediction="argmax", temperature=1.0, disallow_correct=False, seed=0, ignore_index=-100,
                      row_ids=None, config=None, tile_counter=None):
@@ -134,7 +139,8 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     Raises:
         ValueError (CPU) / a device-side assert (CUDA): labels, row ids or the CSR table out of range.
     """
-    _check_head(hidden, weight, bias, sr_embedding=sr_embedding)
+    _check_head(hidden, weight, bias, sr_embedding=sr_embedding, labels=labels, row_ids=row_ids, offsets=offsets,
+                syn_ids=syn_ids)
     bias, labels, row_ids, offsets, syn_ids = map(_flat, (bias, labels, row_ids, offsets, syn_ids))
     seed = philox_seed(seed)
     n = hidden.shape[0]
@@ -185,6 +191,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
     return out
 
 
+@on_inputs_device
 def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complement=None, want=(True, True, True),
                       ignore_index=-100, config=None, tile_counter=None):
     """Gradients w.r.t. hidden, weight, bias (fp32 accumulators) of the per-row logit gradients
@@ -205,7 +212,7 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
     Raises:
         ValueError (CPU) / a device-side assert (CUDA): a label with a gradient outside ``[0, V)``.
     """
-    _check_head(hidden, weight, bias)
+    _check_head(hidden, weight, bias, labels=labels, lse=lse, coef=coef, gold_complement=gold_complement)
     bias, labels, lse, coef, gold_complement = map(_flat, (bias, labels, lse, coef, gold_complement))
     n = hidden.shape[0]
     has_weight = weight is not None
@@ -243,6 +250,7 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
     return dh, dw, db
 
 
+@on_inputs_device
 def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, *, ignore_index=-100, config=None):
     """SR gradient ``[V, E']`` (fp32) scatter-added into the rows of gold and predicted tokens.
 
@@ -250,7 +258,8 @@ def sr_backward(sr_embedding, labels, predictions, coef, dot, gold_sq, pred_sq, 
         ValueError (CPU) / a device-side assert (CUDA): on rows with a gold id and a gradient, a label or a
         prediction outside ``[0, V)``.
     """
-    check_inputs(sr_embedding=sr_embedding)
+    check_inputs(sr_embedding=sr_embedding, labels=labels, predictions=predictions, coef=coef, dot=dot, gold_sq=gold_sq,
+                 pred_sq=pred_sq)
     labels, predictions, coef, dot, gold_sq, pred_sq = map(_flat, (labels, predictions, coef, dot, gold_sq, pred_sq))
     n = labels.shape[0]
     vocab, width = sr_embedding.shape

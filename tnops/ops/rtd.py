@@ -9,9 +9,10 @@ import torch
 import triton
 
 from tnops.ops import rtd_kernels as kernels
-from tnops.ops.config import check_inputs
+from tnops.ops.config import check_inputs, on_inputs_device
 
 
+@on_inputs_device
 def rtd_forward(logits, corrupted, original, attention_mask=None, corrected=None):
     """Per-position loss and gradient, both fp32 ``[N]``, for ``[N]`` inputs on one CUDA device.
 
@@ -21,11 +22,14 @@ def rtd_forward(logits, corrupted, original, attention_mask=None, corrected=None
     Returns:
         ``(loss [N], dloss/dlogits [N])``, float32, 0 at padding.
 
+    Runs under ``logits``' device (``config.on_inputs_device``); inputs on another device are refused by name.
+
     Inputs of any strides (stride 0 included) are read as their values: each is flattened into a contiguous
     tensor first (a copy only when it is not one).  Float dtypes the kernel cannot compute are refused
     before it runs (``config.check_inputs``).
     """
-    check_inputs(logits=logits)
+    check_inputs(logits=logits, corrupted=corrupted, original=original, attention_mask=attention_mask,
+                 corrected=corrected)
     flat = lambda t: None if t is None else t.reshape(-1).contiguous()  # noqa: E731
     logits, corrupted, original, attention_mask = map(flat, (logits, corrupted, original, attention_mask))
     n = logits.numel()
