@@ -1,9 +1,10 @@
 """Peak memory per rank of the vocabulary-parallel loss (issue 19) at XLM-R's vocabulary, 1, 2 and 4 CPU ranks.
 
-    python benchmarks/vocab_parallel_memory.py [--ranks 1,2,4] [--rows 1024] [--width 256] [--vocab 250002]
+    python benchmarks/vocab_parallel_memory.py [--ranks 1,2,4] [--backends torch,native] [--rows 1024] [--width 256]
+                                               [--vocab 250002]
 
-Each world size is one ``torch.multiprocessing`` launch of gloo ranks; every rank holds its block of the LM head
-(uneven when V does not divide), makes one warm-up call, then one timed forward+backward of
+Each (backend, world size) is one ``torch.multiprocessing`` launch of gloo ranks; every rank holds its block of the
+LM head (uneven when V does not divide), makes one warm-up call, then one timed forward+backward of
 ``tnops.linear_mlm_loss(..., process_group=WORLD)`` (Gumbel-max sample, SR 0.5) whose peak resident memory above
 the one before the call is sampled every millisecond (benchmarks/worker.py's ``PeakMemory``).  The parameters
 themselves (the weight block and its gradient buffer from the warm-up) are resident before the call, so the
@@ -25,7 +26,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def _rank(rank, world, rdv, out, rows, width, vocab):
+def _rank(rank, world, rdv, out, rows, width, vocab, backend):
     from worker import PeakMemory
 
     import tnops
@@ -42,7 +43,7 @@ def _rank(rank, world, rdv, out, rows, width, vocab):
 
     def call():
         out = tnops.linear_mlm_loss(hidden, weight, labels, prediction="sample", seed=1, sr_weight=0.5,
-                                    process_group=dist.group.WORLD)
+                                    process_group=dist.group.WORLD, backend=backend)
         out.loss.backward()
 
     call()
@@ -62,18 +63,20 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=1024)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=250002)
+    parser.add_argument("--backends", default="torch,native", help="kernels of the vocabulary-parallel path")
     args = parser.parse_args(argv)
     print(f"N={args.rows}, E={args.width}, V={args.vocab}, fp32, sample + SR 0.5, forward+backward, gloo on CPU\n")
-    print("| ranks | rank | vocabulary block | peak extra MB | seconds |")
-    print("|---|---|---|---|---|")
-    for world in (int(w) for w in args.ranks.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "result")
-            mp.spawn(_rank, args=(world, os.path.join(tmp, "rdv"), out, args.rows, args.width, args.vocab),
-                     nprocs=world, join=True)
-            for rank in range(world):
-                rows, start, mb, seconds = open(f"{out}.{rank}").read().split()
-                print(f"| {world} | {rank} | [{start}, {int(start) + int(rows)}) | {mb} | {seconds} |")
+    print("| kernels | ranks | rank | vocabulary block | peak extra MB | seconds |")
+    print("|---|---|---|---|---|---|")
+    for backend in args.backends.split(","):
+        for world in (int(w) for w in args.ranks.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = os.path.join(tmp, "result")
+                mp.spawn(_rank, args=(world, os.path.join(tmp, "rdv"), out, args.rows, args.width, args.vocab,
+                                      backend), nprocs=world, join=True)
+                for rank in range(world):
+                    rows, start, mb, seconds = open(f"{out}.{rank}").read().split()
+                    print(f"| {backend} | {world} | {rank} | [{start}, {int(start) + int(rows)}) | {mb} | {seconds} |")
     return 0
 
 

@@ -73,6 +73,16 @@ void check_rows(const char* name, const Tensor& t, int64_t n) {
   TORCH_CHECK_VALUE(t.device().is_cpu() && t.dim() == 1 && t.size(0) == n, name, ": expected a CPU tensor [", n,
                     "] (one per row), got ", t.sizes());
 }
+// A vocabulary block [start, start + rows) of a vocabulary of `all` ids (all == 0: the whole vocabulary, start 0).
+void check_block(int64_t start, int64_t all, int64_t rows) {
+  TORCH_CHECK_VALUE(all >= 0, "vocab_all: expected the whole vocabulary's size (or 0), got ", all);
+  if (all == 0) {
+    TORCH_CHECK_VALUE(start == 0, "vocab_start: expected 0 without vocab_all, got ", start);
+    return;
+  }
+  TORCH_CHECK_VALUE(start >= 0 && start + rows <= all, "vocab_start: expected the block [vocab_start, vocab_start + ",
+                    rows, ") inside [0, ", all, ") (vocab_all), got vocab_start=", start);
+}
 void check_coef(const Tensor& t, int64_t n) {
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "coef: expected a float tensor, got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device().is_cpu() && t.dim() == 2 && t.size(0) == 3 && t.size(1) == n,

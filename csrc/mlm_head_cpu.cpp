@@ -55,9 +55,15 @@ struct HeadCall {
   acc_t fused[4] = {1, 0, 1, 0};
   bool want_inputs, want_weight, want_bias;
   int64_t chunk_rows;
+  // Vocabulary parallelism (vocab_all > 0): the head holds ids [vocab_start, vocab_start + V) of vocab_all; labels
+  // are global ids.  Forward: per-row partial statistics (`stats`, `best_ids`), no gradients; backward: lse_in is
+  // the global lse and shard_other [N] each row's global 1 - p(gold) (sum = 1, see form_row_grad).
+  int64_t vocab_start = 0, vocab_all = 0;
+  at::Tensor shard_other;
 
   // outputs
   at::Tensor nll, lse, zmean, predictions, corrected, d_inputs, d_weight, d_bias;
+  at::Tensor stats, best_ids;  // vocabulary-parallel forward: [5, N] (max, other, gold logit, Σ z, best score), [N]
 
   // The rows that carry work (forward: label != ignore_index; backward: a coefficient != 0), every index they
   // dereference checked first: the label in [0, V), the row id in [0, 2^32), the gold token's CSR row inside
@@ -72,6 +78,7 @@ struct HeadCall {
     const acc_t* coef = backward ? coef_in.data_ptr<acc_t>() : nullptr;
     auto idle = [&](int64_t r) { return coef[r] == 0 && coef[n + r] == 0 && coef[2 * n + r] == 0; };
     std::vector<int64_t> visit;
+    const int64_t ids = vocab_all > 0 ? vocab_all : vocab;  // labels are ids of the whole vocabulary
     for (int64_t r = 0; r < n; ++r) {
       if (row_id) {
         TORCH_CHECK_VALUE(row_id[r] >= 0 && row_id[r] <= int64_t{0xFFFFFFFF},
@@ -79,9 +86,9 @@ struct HeadCall {
       }
       if (backward ? idle(r) : label[r] == options.ignore_index) continue;
       const int64_t gold = label[r];
-      if (gold < 0 || gold >= vocab) {
-        TORCH_CHECK_VALUE(!backward, "labels: expected ids in [0, ", vocab, ") on rows with coef != 0, found ", gold);
-        TORCH_CHECK_VALUE(false, "labels: expected ids in [0, ", vocab, ") or ignore_index=", options.ignore_index,
+      if (gold < 0 || gold >= ids) {
+        TORCH_CHECK_VALUE(!backward, "labels: expected ids in [0, ", ids, ") on rows with coef != 0, found ", gold);
+        TORCH_CHECK_VALUE(false, "labels: expected ids in [0, ", ids, ") or ignore_index=", options.ignore_index,
                           ", found ", gold);
       }
       if (off) {
@@ -107,6 +114,15 @@ struct HeadCall {
     zmean = at::zeros({n}, opts.dtype(acc_type));
     predictions = at::full({n}, options.ignore_index, opts.dtype(at::kLong));
     corrected = at::zeros({n}, opts.dtype(at::kBool));
+    const bool sharded = vocab_all > 0;
+    if (sharded && !backward) {
+      stats = at::zeros({5, n}, opts.dtype(acc_type));
+      stats[4].fill_(-std::numeric_limits<double>::infinity());
+      best_ids = at::full({n}, vocab_all, opts.dtype(at::kLong));
+    }
+    acc_t* stats_p = stats.defined() ? stats.data_ptr<acc_t>() : nullptr;
+    int64_t* best_p = best_ids.defined() ? best_ids.data_ptr<int64_t>() : nullptr;
+    const acc_t* other_given = sharded && backward ? shard_other.data_ptr<acc_t>() : nullptr;
     const bool any_grad = want_inputs || want_weight || want_bias;
     // fp32 (fp64) accumulators; cast to the input dtypes at the end
     at::Tensor dh_acc = want_inputs ? at::zeros(inputs.sizes(), opts.dtype(acc_type)) : at::Tensor();
@@ -164,18 +180,30 @@ struct HeadCall {
           scalar_t* zs = zp + i * vocab;
           acc_t* zr = in_place ? reinterpret_cast<acc_t*>(zs) : row_buffer.data();
           if (!in_place || b) widen(zs, b, zr, vocab);
-          const int64_t gold = label[r];
+          // the gold id's index in this head's rows; -1: another rank's (vocabulary parallelism)
+          const int64_t gold = !sharded ? label[r]
+              : label[r] >= vocab_start && label[r] < vocab_start + vocab ? label[r] - vocab_start : -1;
           acc_t alpha, gamma, delta, other, sum;
           if (backward) {  // e = exp(z - lse), normalised by its own sum: dz is the softmax of these logits
             acc_t e_gold;
             other = exp_apart(zr, lse_given[r], vocab, gold, e_gold);
             sum = other + e_gold;
+            if (sharded) {  // a block of the row: the global lse normalises it, the row's 1 - p(gold) is given
+              other = other_given[r];
+              sum = 1;
+            }
             alpha = coef_given[r];
             gamma = coef_given[n + r];
             delta = coef_given[2 * n + r];
           } else {
             const uint32_t key = static_cast<uint32_t>(row_id ? row_id[r] : r);
-            RowResult<acc_t> res = row_pass<acc_t>(zr, vocab, gold, key, options, noise.data());
+            RowResult<acc_t> res = row_pass<acc_t>(zr, vocab, gold, vocab_start, key, options, noise.data());
+            if (sharded) {  // partial statistics; the caller combines the ranks' rows
+              const acc_t parts[5] = {res.max, res.other, res.gold_logit, res.total, res.best};
+              for (int k = 0; k < 5; ++k) stats_p[k * n + r] = parts[k];
+              best_p[r] = vocab_start + res.prediction;
+              continue;
+            }
             const acc_t row_lse = res.max + std::log(res.sum);
             const bool fixed = has_table && res.prediction != gold && listed(off, syn, gold, res.prediction);
             lse_p[r] = row_lse;
@@ -202,7 +230,8 @@ struct HeadCall {
             scale_p[i] = 0;
             continue;
           }
-          const acc_t scale = form_row_grad(zr, vocab, gold, alpha, gamma, delta, other, sum);
+          const acc_t scale = form_row_grad(zr, vocab, gold, alpha, gamma, delta, other, sum,
+                                            sharded ? vocab_all : vocab);
           if constexpr (in_place) {
             scale_p[i] = scale;
           } else {
@@ -320,15 +349,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_h
 
 // mlm_head_native_backward: gradients of Σ_r f_r, df_r/dz_r = α_r·softmax - γ_r·onehot(gold) - δ_r/V with
 // (α, γ, δ) = coef[:, r], re-forming each chunk's logits.
+// Vocabulary parallelism (vocab_all > 0): the head holds ids [vocab_start, vocab_start + V) of vocab_all, labels are
+// global ids, lse the rows' global lse and shard_other [N] their global 1 - p(gold); δ divides by vocab_all.
 Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>& weight_opt,
                                const std::optional<Tensor>& bias_opt, const Tensor& labels, const Tensor& lse,
                                const Tensor& coef, bool want_inputs, bool want_weight, bool want_bias,
-                               int64_t chunk_rows) {
+                               int64_t chunk_rows, const std::optional<Tensor>& shard_other_opt, int64_t vocab_start,
+                               int64_t vocab_all) {
   const Tensor weight = contiguous_or_undefined(weight_opt);
   const Tensor bias = contiguous_or_undefined(bias_opt);
   check_inputs(inputs, weight, bias, labels);
   check_rows("lse", lse, inputs.size(0));
   check_coef(coef, inputs.size(0));
+  check_block(vocab_start, vocab_all, vocab_of(inputs, weight));
+  const Tensor shard_other = contiguous_or_undefined(shard_other_opt);
+  TORCH_CHECK_VALUE(shard_other.defined() == (vocab_all > 0),
+                    "shard_other: expected it exactly when vocab_all > 0 (a vocabulary block)");
+  if (shard_other.defined()) check_rows("shard_other", shard_other, inputs.size(0));
   Grads out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_head_native_backward",
                                   [&] {
@@ -343,6 +380,9 @@ Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>
     call.backward = true;
     call.lse_in = lse.to(acc_type).contiguous();
     call.coef_in = coef.to(acc_type).contiguous();
+    call.vocab_start = vocab_start;
+    call.vocab_all = vocab_all;
+    if (shard_other.defined()) call.shard_other = shard_other.to(acc_type).contiguous();
     call.want_inputs = want_inputs;
     call.want_weight = want_weight && weight.defined();
     call.want_bias = want_bias && call.bias.defined();
@@ -353,9 +393,48 @@ Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>
   return out;
 }
 
+// mlm_shard_stats_native: a vocabulary block's per-row partial statistics (DESIGN, vocabulary parallelism): the head
+// holds ids [vocab_start, vocab_start + V) of vocab_all; labels are global ids.  stats [5, N] in the compute dtype:
+// the block's max logit, Σ_{v≠gold} exp(z_v − max) (all v when the gold id is another block's), the gold logit (0
+// there), Σ z, the best (noisy) score; best_ids [N] its global id (Gumbel noise keyed by the global id).  Rows with
+// the ignore_index: zeros, best −inf, id vocab_all.
+std::tuple<Tensor, Tensor> mlm_shard_stats_native(
+    const Tensor& inputs, const std::optional<Tensor>& weight_opt, const std::optional<Tensor>& bias_opt,
+    const Tensor& labels, const std::optional<Tensor>& row_ids_opt, int64_t seed, bool sample, double temperature,
+    bool disallow_correct, int64_t ignore_index, int64_t vocab_start, int64_t vocab_all, int64_t chunk_rows) {
+  const Tensor weight = contiguous_or_undefined(weight_opt);
+  const Tensor bias = contiguous_or_undefined(bias_opt);
+  check_inputs(inputs, weight, bias, labels);
+  TORCH_CHECK_VALUE(vocab_all > 0, "vocab_all: expected the whole vocabulary's size (> 0), got ", vocab_all);
+  check_block(vocab_start, vocab_all, vocab_of(inputs, weight));
+  const Tensor row_ids = check_table_and_row_ids(contiguous_or_undefined(row_ids_opt), Tensor(), Tensor(),
+                                                 inputs.size(0), vocab_all);
+  const uint64_t useed = static_cast<uint64_t>(seed);
+  std::tuple<Tensor, Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_shard_stats_native", [&] {
+    HeadCall<scalar_t> call;
+    call.inputs = inputs.contiguous();
+    call.weight = weight;
+    call.bias = bias;
+    call.labels = labels.contiguous();
+    call.row_ids = row_ids;
+    call.options = Options{sample, temperature, disallow_correct, ignore_index, static_cast<uint32_t>(useed),
+                           static_cast<uint32_t>(useed >> 32)};
+    call.backward = false;
+    call.want_inputs = call.want_weight = call.want_bias = false;
+    call.chunk_rows = chunk_rows;
+    call.vocab_start = vocab_start;
+    call.vocab_all = vocab_all;
+    call.run();
+    out = {call.stats, call.best_ids};
+  });
+  return out;
+}
+
 TORCH_LIBRARY_IMPL(tnops, CPU, m) {
   m.impl("mlm_head_native", &mlm_head_native);
   m.impl("mlm_head_native_backward", &mlm_head_native_backward);
+  m.impl("mlm_shard_stats_native", &mlm_shard_stats_native);
 }
 
 }  // namespace tnops

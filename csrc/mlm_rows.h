@@ -109,7 +109,8 @@ struct RowResult {
   acc_t sum = 0;    // s = Σ_v e_v = other + e_gold
   acc_t other = 0;  // Σ_{v != gold} e_v, summed apart: 1 - p(gold) = other / s without cancellation
   acc_t gold_logit = 0;
-  int64_t prediction = 0;
+  acc_t best = 0;          // the winning (noisy) score
+  int64_t prediction = 0;  // its index in z[0, V)
 };
 
 struct Options {
@@ -239,9 +240,13 @@ inline void best_of(const acc_t* scores, int64_t n, int64_t offset, acc_t& best,
 }
 
 // e = exp(z - shift) in place over z[0, V), the gold entry summed apart: returns Σ_{v != gold} e_v and sets
-// e_gold.  Summing the others on their own keeps 1 - p(gold) = other / s exact to rounding when p(gold) → 1.
+// e_gold (gold < 0: no gold entry here, e_gold = 0).  Summing the others on their own keeps 1 - p(gold) = other / s exact to rounding when p(gold) → 1.
 template <typename acc_t>
 inline acc_t exp_apart(acc_t* z, acc_t shift, int64_t vocab, int64_t gold, acc_t& e_gold) {
+  if (gold < 0) {  // the gold id is not among z's (another rank's vocabulary block)
+    e_gold = 0;
+    return exp_sum(z, shift, vocab);
+  }
   const acc_t z_gold = z[gold];
   z[gold] = -std::numeric_limits<acc_t>::infinity();  // exp -> 0 in the vector pass
   const acc_t other = exp_sum(z, shift, vocab);
@@ -251,49 +256,57 @@ inline acc_t exp_apart(acc_t* z, acc_t shift, int64_t vocab, int64_t gold, acc_t
 }
 
 // Pass over one row of logits z[0, V) (bias already added): max, prediction, gold logit; then e = exp(z - max)
-// in place, its sum and the sum of the other entries.  `gold` is the row's label, checked in [0, V).
+// in place, its sum and the sum of the other entries.  `gold` is the row's label, checked in [0, V), or -1 when the
+// gold id is not among z's.  z holds vocabulary ids [offset, offset + V) (a vocabulary-parallel rank's block; 0 on
+// one process): the Gumbel noise of an entry is keyed by its id, so every block samples what the whole row would.
 template <typename acc_t>
-RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_key, const Options& o, acc_t* noise) {
+RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, int64_t offset, uint32_t row_key, const Options& o,
+                          acc_t* noise) {
   RowResult<acc_t> res;
   acc_t m = max_sum_of(z, vocab, &res.total);
   res.max = m;
-  res.gold_logit = z[gold];
+  res.gold_logit = gold >= 0 ? z[gold] : acc_t(0);
   acc_t best = -std::numeric_limits<acc_t>::infinity();
   int64_t best_id = -1;
-  const acc_t saved_gold = z[gold];
-  if (o.disallow_correct) z[gold] = -std::numeric_limits<acc_t>::infinity();
+  const acc_t saved_gold = res.gold_logit;
+  const bool exclude = o.disallow_correct && gold >= 0;
+  if (exclude) z[gold] = -std::numeric_limits<acc_t>::infinity();
   if (!o.sample) {
     best_of(z, vocab, 0, best, best_id);
   } else {
     const acc_t temperature = static_cast<acc_t>(o.temperature);
     float gumbel[kNoiseBlock], uniform[kNoiseBlock];
     int32_t ids[kNoiseBlock];
-    for (int64_t start = 0; start < vocab; start += kNoiseBlock) {
-      const int64_t n = std::min(kNoiseBlock, vocab - start);
-      const uint32_t quad0 = static_cast<uint32_t>(start >> 2);
-      if (best_id < 0 || n < kNoiseBlock) {  // the first block (no bound yet) and the tail: every id
+    // Noise blocks of kNoiseBlock ids aligned to Philox quads in the global ids: [g0, g0 + kNoiseBlock) holds the
+    // entries lo..hi of z; the first block skips the ids before offset, the last stops at offset + V.
+    for (int64_t g0 = offset - (offset & 3); g0 < offset + vocab; g0 += kNoiseBlock) {
+      const int64_t lo = std::max(g0, offset) - offset, hi = std::min(g0 + kNoiseBlock, offset + vocab) - offset;
+      const int64_t n = hi - lo, skip = offset + lo - g0;
+      const uint32_t quad0 = static_cast<uint32_t>(g0 >> 2);
+      if (best_id < 0 || n < kNoiseBlock) {  // the first block (no bound yet) and partial ones: every id
         gumbel_block(quad0, row_key, o.key0, o.key1, gumbel);
-        noisy_scores(z + start, temperature, gumbel, noise, n);
-        best_of(noise, n, start, best, best_id);
+        noisy_scores(z + lo, temperature, gumbel + skip, noise, n);
+        best_of(noise, n, lo, best, best_id);
         continue;
       }
       // Exact pruning: id v can only win with z_v/T + g_v > best, i.e. g_v > best - z_v/T >= t = best - max_v z_v/T,
       // i.e. u_v > exp(-exp(-t)).  Ids at or below that (less a margin that dwarfs the float rounding of the
       // scores and of log_f32) skip both logarithms; the others are scored exactly as the full pass scores them,
       // in id order, so the winner (first id of the largest score) is the same, bit for bit.
-      const double t = static_cast<double>(best) - static_cast<double>(max_of(z + start, n) / temperature);
+      const double t = static_cast<double>(best) - static_cast<double>(max_of(z + lo, n) / temperature);
       const double margin = 1e-3 * (1.0 + std::fabs(static_cast<double>(best)));
       const double u_floor = std::isnan(t) ? 0.0 : std::exp(-std::exp(-(t - margin)));
       const int64_t count = uniform_candidates(quad0, row_key, o.key0, o.key1, u_floor, uniform, ids);
       for (int64_t k = 0; k < count; ++k) {
         const int64_t v = ids[k];
-        const acc_t score = z[start + v] / temperature + static_cast<acc_t>(uniform_to_gumbel(uniform[v]));
-        if (score > best) { best = score; best_id = start + v; }
+        const acc_t score = z[lo + v] / temperature + static_cast<acc_t>(uniform_to_gumbel(uniform[v]));
+        if (score > best) { best = score; best_id = lo + v; }
       }
     }
   }
-  if (o.disallow_correct) z[gold] = saved_gold;
+  if (exclude) z[gold] = saved_gold;
   res.prediction = best_id < 0 ? 0 : best_id;
+  res.best = best;
   if (m == -std::numeric_limits<acc_t>::infinity()) m = 0;  // an all -inf row: e = exp(-inf) = 0, lse = -inf
   acc_t e_gold;
   res.other = exp_apart(z, m, vocab, gold, e_gold);
@@ -301,31 +314,33 @@ RowResult<acc_t> row_pass(acc_t* z, int64_t vocab, int64_t gold, uint32_t row_ke
   return res;
 }
 
-// One row of dz = α·softmax(z) − γ·onehot(gold) − δ/V, from e (exp(z − shift) in z[0, V), other = Σ_{v≠gold} e_v,
+// One row of dz = α·softmax(z) − γ·onehot(gold) − δ/V_all, from e (exp(z − shift) in z[0, V), other = Σ_{v≠gold} e_v,
 // sum = other + e_gold), as buf·scale with the returned scale (what the GEMMs fold in on their other side):
 //   α ≠ 0: buf = e' with e'[gold] = −other + ((α − γ)/α)·s (α·p_gold − γ = −α·(1 − p_gold) + (α − γ), nothing
-//          cancels when p(gold) → 1; α == γ: exactly −other), less δ·s/(α·V) everywhere when δ ≠ 0 (the one extra
-//          pass, only then); scale α/s.  (A subnormal α whose ratios overflow: dz itself, scale 1.)
-//   α == 0: buf = dz itself (−δ/V everywhere, −γ − δ/V at gold; e is never read: it may be NaN), scale 1.
-// All three 0 is the caller's case (selected out, never 0·e).
+//          cancels when p(gold) → 1; α == γ: exactly −other), less δ·s/(α·V_all) everywhere when δ ≠ 0 (the one
+//          extra pass, only then); scale α/s.  (A subnormal α whose ratios overflow: dz itself, scale 1.)
+//   α == 0: buf = dz itself (−δ/V_all everywhere, −γ − δ/V_all at gold; e is never read: it may be NaN), scale 1.
+// gold < 0: the gold id is not among z's (no γ term).  V_all: the whole vocabulary's size (a vocabulary-parallel
+// rank's z holds a block of it; there e = exp(z − lse) with the global lse, sum = 1 and other = 1 − p_gold of the
+// whole row).  All three 0 is the caller's case (selected out, never 0·e).
 template <typename acc_t>
 inline acc_t form_row_grad(acc_t* z, int64_t vocab, int64_t gold, acc_t alpha, acc_t gamma, acc_t delta, acc_t other,
-                           acc_t sum) {
-  const acc_t per_id = delta / static_cast<acc_t>(vocab);
+                           acc_t sum, int64_t vocab_all) {
+  const acc_t per_id = delta / static_cast<acc_t>(vocab_all);
   if (alpha == 0) {
     std::fill(z, z + vocab, -per_id);
-    z[gold] = -gamma - per_id;
+    if (gold >= 0) z[gold] = -gamma - per_id;
     return 1;
   }
   const acc_t ratio = (alpha - gamma) / alpha, shift = per_id / alpha;
   if (!std::isfinite(ratio) || !std::isfinite(shift)) {  // α tiny against γ or δ
     const acc_t p_scale = alpha / sum;
     scale_row(z, p_scale, z, vocab);
-    z[gold] = -p_scale * other + (alpha - gamma);
+    if (gold >= 0) z[gold] = -p_scale * other + (alpha - gamma);
     if (delta != 0) add_to_row(z, -per_id, vocab);
     return 1;
   }
-  z[gold] = alpha == gamma ? -other : -other + ratio * sum;
+  if (gold >= 0) z[gold] = alpha == gamma ? -other : -other + ratio * sum;
   if (delta != 0) add_to_row(z, -shift * sum, vocab);
   return alpha / sum;
 }

@@ -10,8 +10,11 @@ import torch.multiprocessing as mp
 from backend_check import make_inputs, table_hitting_predictions
 
 import tnops
+from tnops import backends
 
 V, N, E = 53, 40, 8
+# the kernels of the vocabulary-parallel path: torch's everywhere, the native op's where it is built
+KERNELS = ["torch"] + (["native"] if backends.unavailable_reason("native") is None else [])
 BLOCKS = {2: [30, 23], 3: [20, 13, 20]}
 VARIANTS = [
     dict(prediction="argmax", reduction="mean"),
@@ -22,13 +25,13 @@ VARIANTS = [
 ]
 
 
-def _call(hidden, weight, bias, labels, variant, table, sr_table, group=None):
+def _call(hidden, weight, bias, labels, variant, table, sr_table, group=None, backend="torch"):
     kw = {k: v for k, v in variant.items() if k not in ("hc", "full_sr")}
     return tnops.linear_mlm_loss(hidden, weight, labels, bias=bias, synonyms=table if variant.get("hc") else None,
-                                 sr_embedding=sr_table, process_group=group, backend="torch", **kw)
+                                 sr_embedding=sr_table, process_group=group, backend=backend, **kw)
 
 
-def _run(hidden, weight, bias, labels, variant, table, upstream, group=None, block=None):
+def _run(hidden, weight, bias, labels, variant, table, upstream, group=None, block=None, backend="torch"):
     """One call and its gradients; ``block``: this rank's (start, stop) of the vocabulary."""
     leaves = [hidden.clone().requires_grad_()]
     w, b = (weight, bias) if block is None else (weight[block[0]:block[1]], bias[block[0]:block[1]])
@@ -37,7 +40,7 @@ def _run(hidden, weight, bias, labels, variant, table, upstream, group=None, blo
     if variant.get("full_sr"):
         sr_table = (weight * 0.5 + 0.1).clone().requires_grad_()
         leaves.append(sr_table)
-    out = _call(*leaves[:2], leaves[2], labels, variant, table, sr_table, group)
+    out = _call(*leaves[:2], leaves[2], labels, variant, table, sr_table, group, backend)
     grads = torch.autograd.grad((out.loss * upstream).sum(), leaves)
     return out, grads
 
@@ -49,12 +52,14 @@ def _worker(rank, world, path, rdv):
     starts = [sum(BLOCKS[world][:r]) for r in range(world + 1)]
     block = (starts[rank], starts[rank + 1])
     results = []
-    for variant, upstream in zip(VARIANTS, data["upstreams"]):
-        out, grads = _run(data["hidden"], data["weight"], data["bias"], data["labels"], variant, data["table"],
-                          upstream, group=dist.group.WORLD, block=block)
-        results.append((tuple(out), [g.detach() for g in grads]))
+    for backend in KERNELS:
+        for variant, upstream in zip(VARIANTS, data["upstreams"]):
+            out, grads = _run(data["hidden"], data["weight"], data["bias"], data["labels"], variant, data["table"],
+                              upstream, group=dist.group.WORLD, block=block, backend=backend)
+            results.append((tuple(out), [g.detach() for g in grads]))
     results.append(_dtensor_case(data, world))
-    results.append(_logits_case(data, block, dist.group.WORLD))
+    for backend in KERNELS:
+        results.append(_logits_case(data, block, dist.group.WORLD, backend))
     torch.save(results, f"{path}.{rank}")
     dist.destroy_process_group()
 
@@ -62,14 +67,14 @@ def _worker(rank, world, path, rdv):
 LOGITS_VARIANT = dict(prediction="sample", seed=3, reduction="none", hc=True, sr_weight=0.5, label_smoothing=0.1)
 
 
-def _logits_case(data, block=None, group=None):
+def _logits_case(data, block=None, group=None, backend="torch"):
     """mlm_loss on (this rank's columns of) the logits, SR on (this rank's rows of) the weight: outputs and the
     logits' gradient."""
     weight = data["weight"] if block is None else data["weight"][block[0]:block[1]]
     logits = torch.nn.functional.linear(data["hidden"], data["weight"], data["bias"])
     logits = (logits if block is None else logits[:, block[0]:block[1]]).clone().requires_grad_()
     kw = {k: v for k, v in LOGITS_VARIANT.items() if k != "hc"}
-    out = tnops.mlm_loss(logits, data["labels"], synonyms=data["table"], sr_embedding=weight, backend="torch",
+    out = tnops.mlm_loss(logits, data["labels"], synonyms=data["table"], sr_embedding=weight, backend=backend,
                          process_group=group, **kw)
     (grad,) = torch.autograd.grad((out.loss * data["upstreams"][2]).sum(), logits)
     return tuple(t.detach() for t in out), grad
@@ -129,12 +134,14 @@ def test_ranks_equal_one_process(single_process, world, tmp_path):
     for rank in range(world):
         results = torch.load(f"{path}.{rank}", weights_only=False)
         lo, hi = starts[rank], starts[rank + 1]
-        out, grad = results.pop()  # mlm_loss on this rank's columns of the logits
-        want_out, want_grad = logits_expected
-        assert want_out[4].any()  # hard correction fired
-        for got, exp in zip(out, want_out):
-            torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(grad, want_grad[:, lo:hi], rtol=1e-5, atol=1e-6 * want_grad.abs().max().item())
+        for backend in reversed(KERNELS):  # mlm_loss on this rank's columns of the logits
+            out, grad = results.pop()
+            want_out, want_grad = logits_expected
+            assert want_out[4].any()  # hard correction fired
+            for got, exp in zip(out, want_out):
+                torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6, msg=lambda m, b=backend: f"{b}: {m}")
+            torch.testing.assert_close(grad, want_grad[:, lo:hi], rtol=1e-5,
+                                       atol=1e-6 * want_grad.abs().max().item())
         out, grads, rows, refusal = results.pop()  # the DTensor form: blocks of torch.chunk, no process_group
         d_lo = rank * -(-V // world)
         assert torch.equal(out[3], expected[1][0].predictions) and torch.equal(out[4], expected[1][0].corrected)
@@ -142,10 +149,13 @@ def test_ranks_equal_one_process(single_process, world, tmp_path):
         for g, w in zip(grads, [expected[1][1][0], *(x[d_lo:d_lo + rows] for x in expected[1][1][1:3])]):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6 * w.abs().max().item())
         assert "weight: a DTensor must be sharded by vocabulary rows, placements (Shard(0),)" in refusal
-        for variant, (out, grads), (want, want_grads) in zip(VARIANTS, results, expected):
+        assert len(results) == len(KERNELS) * len(VARIANTS)
+        cases = zip(VARIANTS * len(KERNELS), results, expected * len(KERNELS))
+        for index, (variant, (out, grads), (want, want_grads)) in enumerate(cases):
             loss, mlm, sr, predictions, corrected, z = out
-            assert torch.equal(predictions, want.predictions), (rank, variant)
-            assert torch.equal(corrected, want.corrected), (rank, variant)
+            backend = KERNELS[index // len(VARIANTS)]
+            assert torch.equal(predictions, want.predictions), (rank, backend, variant)
+            assert torch.equal(corrected, want.corrected), (rank, backend, variant)
             for got, exp in ((loss, want.loss), (mlm, want.mlm_loss), (sr, want.sr_loss), (z, want.z_loss)):
                 torch.testing.assert_close(got, exp.detach(), rtol=1e-5, atol=1e-6)
             wanted = [want_grads[0], want_grads[1][lo:hi], want_grads[2][lo:hi], *want_grads[3:]]

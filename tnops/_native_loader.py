@@ -22,7 +22,7 @@ import torch
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 MODES = ("auto", "jit", "off")
-OPS = ("mlm_head_native", "mlm_head_native_backward", "gumbel_noise")
+OPS = ("mlm_head_native", "mlm_head_native_backward", "mlm_shard_stats_native", "gumbel_noise")
 _STATE: dict = {}
 
 
@@ -99,9 +99,16 @@ def _register_fakes() -> None:
         return (*rows, labels.new_empty((n,)), labels.new_empty((n,), dtype=torch.bool), *grads)
 
     @torch.library.register_fake("tnops::mlm_head_native_backward")
-    def _(inputs, weight, bias, labels, lse, coef, want_inputs, want_weight, want_bias, chunk_rows):
+    def _(inputs, weight, bias, labels, lse, coef, want_inputs, want_weight, want_bias, chunk_rows, shard_other=None,
+          vocab_start=0, vocab_all=0):
         return tuple(torch.empty_like(t) if w and t is not None else inputs.new_empty((0,))
                      for t, w in zip((inputs, weight, bias), (want_inputs, want_weight, want_bias)))
+
+    @torch.library.register_fake("tnops::mlm_shard_stats_native")
+    def _(inputs, weight, bias, labels, row_ids, seed, sample, temperature, disallow_correct, ignore_index,
+          vocab_start, vocab_all, chunk_rows):
+        n = labels.shape[0]
+        return inputs.new_empty((5, n), dtype=compute_dtype(inputs.dtype)), labels.new_empty((n,))
 
     @torch.library.register_fake("tnops::gumbel_noise")
     def _(seed, rows, start, stop):

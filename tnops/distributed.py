@@ -15,7 +15,10 @@ the global table, and the loss is composed from the statistics exactly as ``tnop
 smoothing and z-loss included).  The backward recomputes the shard's logits chunk by chunk with the global ``lse``,
 forms ``dz = α·softmax − γ·onehot(gold) − δ/V`` on its ids, and all-reduces the ``[N, E]`` partial ``d hidden``.
 Nothing of size N·V is gathered.  SR reads the gold and predicted rows of the (sharded) embedding through one
-all-reduce of ``[N, E']``.  Runs on any device with the torch backend's maths (gloo on CPU, NCCL on GPU), eager.
+all-reduce of ``[N, E']``.  The kernels (``shard_backend``): the native ops on CPU where they are built (a block's
+statistics in one fused pass, ``tnops::mlm_shard_stats_native``; its gradients under the global lse,
+``tnops::mlm_head_native_backward`` with ``vocab_start``/``vocab_all``), the torch backend's maths elsewhere (CUDA
+included); gloo on CPU, NCCL on GPU; eager.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch.distributed as dist
 
 from tnops import _ops, backends, losses, reference
 from tnops import random as tn_random
+from tnops.backends import native
 from tnops.options import MLMOptions
 from tnops.outputs import MLMLossOutput
 
@@ -80,43 +84,78 @@ def _all_reduce(t, op, group):
     return t
 
 
+KERNELS = ("torch", "native")  # the backends whose kernels take a vocabulary block
+
+
+def shard_backend(device: torch.device, dtype: torch.dtype, backend: str | None) -> str:
+    """The kernels of the vocabulary-parallel path for these tensors: ``native`` (CPU, where it is built) or ``torch``
+    by default; a named backend (``backend=`` or ``TNOPS_BACKEND``) must be one of ``KERNELS``."""
+    if backend is None and backends.requested_backend() is None:
+        return "native" if backends.select(device, dtype) == "native" else "torch"
+    name = backends.select(device, dtype, backend)
+    if name not in KERNELS:
+        source = "backend" if backend is not None else "TNOPS_BACKEND"
+        raise ValueError(f"{source}: a vocabulary-parallel loss (process_group) runs the {' or '.join(KERNELS)} "
+                         f"backend's kernels; got {name!r}")
+    return name
+
+
+def _seed_arg(seed: int) -> int:
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
+def _shard_stats_torch(hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab):
+    """``stats [5, N]`` (the block's max, Σ_{v≠gold} exp(z − max), gold logit (0: another block's), Σ z, best score)
+    and ``best_id [N]`` (global) of this rank's vocabulary block, with torch ops, chunk by chunk."""
+    cdt = losses.compute_dtype(hidden.dtype)
+    n = labels.shape[0]
+    rows_k = hidden.shape[1] if weight is None else weight.shape[0]  # weight None: hidden is [N, V_k] logits
+    device = hidden.device
+    masked = labels != options.ignore_index
+    local_gold = labels - start
+    own = masked & (local_gold >= 0) & (local_gold < rows_k)
+    stats = torch.zeros(5, n, dtype=cdt, device=device)  # max, other, gold logit, Σ z, best score
+    best_id = torch.full((n,), vocab, dtype=torch.int64, device=device)
+    w = None if weight is None else weight.to(cdt)
+    b = None if bias is None else bias.to(cdt)
+    step = backends.chunk_rows(rows_k)
+    for r0 in range(0, n, step):
+        rows = slice(r0, r0 + step)
+        z = _logits(hidden[rows], w, b, masked[rows], cdt)
+        gold = torch.where(own[rows], local_gold[rows], 0)
+        m = z.max(1).values
+        e = torch.exp(z - m[:, None])
+        e_gold = e.gather(1, gold[:, None]).squeeze(1)
+        stats[0, rows], stats[3, rows] = m, z.sum(1)
+        e.scatter_(1, gold[:, None], torch.where(own[rows], 0, e_gold)[:, None])  # the gold id summed apart
+        stats[1, rows] = e.sum(1)
+        stats[2, rows] = torch.where(own[rows], z.gather(1, gold[:, None]).squeeze(1), 0)
+        scores = z
+        if options.prediction == "sample":
+            noise = tn_random.gumbel(seed, row_keys[rows], vocab, start, start + rows_k).to(cdt)
+            scores = z / options.temperature + noise
+        if options.disallow_correct:
+            scores = torch.where(own[rows, None] & (torch.arange(rows_k, device=device) == gold[:, None]),
+                                 float("-inf"), scores)
+        best, index = scores.max(1)
+        stats[4, rows], best_id[rows] = best, index + start
+    return stats, best_id
+
+
 class _ShardStatistics(torch.autograd.Function):
     """Per-row ``nll, lse, zmean`` (differentiable) and ``predictions`` of the vocabulary-sharded head."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab, group):
-        cdt = losses.compute_dtype(hidden.dtype)
-        n = labels.shape[0]
-        rows_k = hidden.shape[1] if weight is None else weight.shape[0]  # weight None: hidden is [N, V_k] logits
-        device = hidden.device
+    def forward(ctx, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab, group, kernels):
         masked = labels != options.ignore_index
-        local_gold = labels - start
-        own = masked & (local_gold >= 0) & (local_gold < rows_k)
-        stats = torch.zeros(5, n, dtype=cdt, device=device)  # max, other, gold logit, Σ z, best score
-        best_id = torch.full((n,), vocab, dtype=torch.int64, device=device)
-        w = None if weight is None else weight.to(cdt)
-        b = None if bias is None else bias.to(cdt)
-        step = backends.chunk_rows(rows_k)
-        for r0 in range(0, n, step):
-            rows = slice(r0, r0 + step)
-            z = _logits(hidden[rows], w, b, masked[rows], cdt)
-            gold = torch.where(own[rows], local_gold[rows], 0)
-            m = z.max(1).values
-            e = torch.exp(z - m[:, None])
-            e_gold = e.gather(1, gold[:, None]).squeeze(1)
-            stats[0, rows], stats[3, rows] = m, z.sum(1)
-            e.scatter_(1, gold[:, None], torch.where(own[rows], 0, e_gold)[:, None])  # the gold id summed apart
-            stats[1, rows] = e.sum(1)
-            stats[2, rows] = torch.where(own[rows], z.gather(1, gold[:, None]).squeeze(1), 0)
-            scores = z
-            if options.prediction == "sample":
-                noise = tn_random.gumbel(seed, row_keys[rows], vocab, start, start + rows_k).to(cdt)
-                scores = z / options.temperature + noise
-            if options.disallow_correct:
-                scores = torch.where(own[rows, None] & (torch.arange(rows_k, device=device) == gold[:, None]),
-                                     float("-inf"), scores)
-            best, index = scores.max(1)
-            stats[4, rows], best_id[rows] = best, index + start
+        if kernels == "native":
+            rows_k = hidden.shape[1] if weight is None else weight.shape[0]
+            stats, best_id = torch.ops.tnops.mlm_shard_stats_native(
+                hidden, weight, bias, labels, row_keys, _seed_arg(seed), options.prediction == "sample",
+                options.temperature, options.disallow_correct, options.ignore_index, start, vocab,
+                native.chunk_rows(rows_k))
+        else:
+            stats, best_id = _shard_stats_torch(hidden, weight, bias, labels, row_keys, options, seed, start, vocab)
         m_all = _all_reduce(stats[0].clone(), dist.ReduceOp.MAX, group)
         scaled = stats[1:4].clone()
         scaled[0] *= torch.exp(stats[0] - m_all)
@@ -134,22 +173,32 @@ class _ShardStatistics(torch.autograd.Function):
         nll, lse, zmean = (torch.where(masked, t, zero) for t in (nll, lse, z_sum / vocab))
         predictions = torch.where(masked, predictions, options.ignore_index)
         empty = hidden.new_empty(0)
-        ctx.save_for_backward(hidden, empty if weight is None else weight, empty if bias is None else bias, labels, lse)
+        ctx.save_for_backward(hidden, empty if weight is None else weight, empty if bias is None else bias, labels, lse,
+                              p_other)
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
-        ctx.start, ctx.vocab, ctx.group = start, vocab, group
+        ctx.start, ctx.vocab, ctx.group, ctx.kernels = start, vocab, group, kernels
         ctx.ignore_index = options.ignore_index
         ctx.mark_non_differentiable(predictions)
         return nll, lse, zmean, predictions
 
     @staticmethod
     def backward(ctx, g_nll, g_lse, g_zmean, _g_pred):
-        hidden, weight, bias, labels, lse = ctx.saved_tensors
+        hidden, weight, bias, labels, lse, p_other = ctx.saved_tensors
         cdt = lse.dtype
         masked = labels != ctx.ignore_index
         zero = torch.zeros_like(lse)
         g_nll, g_lse, g_zmean = (zero if g is None else torch.where(masked, g.to(cdt), 0)
                                  for g in (g_nll, g_lse, g_zmean))
         alpha, gamma, delta = g_nll + g_lse, g_nll, -g_zmean
+        if ctx.kernels == "native":
+            want = ctx.needs_input_grad[:3]
+            d_hidden, d_weight, d_bias = (g if w else None for g, w in zip(torch.ops.tnops.mlm_head_native_backward(
+                hidden, weight if ctx.has_weight else None, bias if ctx.has_bias else None, labels, lse,
+                torch.stack([alpha, gamma, delta]), *want, native.chunk_rows(
+                    weight.shape[0] if ctx.has_weight else hidden.shape[1]), p_other, ctx.start, ctx.vocab), want))
+            if ctx.has_weight and d_hidden is not None:  # every rank's columns add to d hidden
+                _all_reduce(d_hidden, dist.ReduceOp.SUM, ctx.group)
+            return d_hidden, d_weight, d_bias, None, None, None, None, None, None, None, None
         rows_k = weight.shape[0] if ctx.has_weight else hidden.shape[1]
         local_gold = labels - ctx.start
         own = masked & (local_gold >= 0) & (local_gold < rows_k)
@@ -177,7 +226,7 @@ class _ShardStatistics(torch.autograd.Function):
         if w is not None:  # every rank's columns add to d hidden
             _all_reduce(d_hidden, dist.ReduceOp.SUM, ctx.group)
         return (d_hidden.to(hidden.dtype), None if w is None else d_weight.to(weight.dtype),
-                None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None, None, None, None)
+                None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None, None, None, None, None)
 
 
 def _logits(inputs, w, b, live, cdt):
@@ -222,7 +271,7 @@ def _sr_rows(sr_embedding, labels, predictions, masked, start, sharded, group):
 
 
 def vocab_parallel_mlm(hidden, weight, bias, labels, synonyms, sr_embedding, options: MLMOptions, row_ids,
-                       group) -> MLMLossOutput:
+                       group, backend: str | None = None) -> MLMLossOutput:
     """``tnops.linear_mlm_loss`` over a vocabulary-sharded head (module docstring); arguments already validated
     for one rank (shapes, dtypes, options), the cross-rank facts are checked here."""
     lead = labels.shape
@@ -248,8 +297,9 @@ def vocab_parallel_mlm(hidden, weight, bias, labels, synonyms, sr_embedding, opt
             seed = int(seed_t)
     row_keys = torch.arange(flat_labels.numel(), device=flat_hidden.device) if row_ids is None \
         else row_ids.reshape(-1).long()
+    kernels = shard_backend(flat_hidden.device, flat_hidden.dtype, backend)
     nll, lse, zmean, predictions = _ShardStatistics.apply(flat_hidden, weight, bias, flat_labels, row_keys, options,
-                                                          seed, start, vocab, group)
+                                                          seed, start, vocab, group, kernels)
     corrected = torch.zeros_like(masked)
     if synonyms is not None:
         corrected = masked & (predictions != flat_labels) & synonyms.to(flat_labels.device).is_synonym(

@@ -54,8 +54,8 @@ def linear_mlm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Te
             ``bias [V_k]`` hold this rank's contiguous block of rows (blocks in rank order, any sizes);
             ``sr_embedding`` is sharded alike or the full ``[V, E']`` table; ``hidden``, ``labels`` (global ids),
             ``row_ids``, ``seed`` and ``synonyms`` (global) are the same on every rank, and every rank returns
-            what one process returns for the concatenated weight (``tnops.distributed``; eager, the torch
-            backend's maths).
+            what one process returns for the concatenated weight (``tnops.distributed``; eager; the native
+            kernels on CPU where built, else the torch backend's maths; ``backend`` may name either).
     Returns:
         ``MLMLossOutput(loss, mlm_loss, sr_loss, predictions [*], corrected [*], z_loss)``, losses in float32
         (float64 for float64 inputs).
@@ -154,9 +154,6 @@ def _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_id
 
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise ValueError("process_group: torch.distributed is not initialised (init_process_group first)")
-    if backend not in (None, "torch"):
-        raise ValueError(f"backend: a vocabulary-parallel loss (process_group) runs the torch backend's maths; "
-                         f"got backend={backend!r}")
     rows = hidden.shape[-1] if weight is None else weight.shape[0]  # weight None: hidden is [*, V_k] logits
     if bias is not None:
         check.tensor("bias", bias, floating=True, ndim=1)
@@ -176,7 +173,8 @@ def _vocab_parallel(hidden, weight, labels, bias, synonyms, sr_embedding, row_id
     check.same_device(hidden=hidden, weight=weight, labels=labels, bias=bias, sr_embedding=sr_embedding)
     check.row_ids(row_ids, labels)
     return distributed.vocab_parallel_mlm(hidden, weight, bias, labels, synonyms,
-                                          weight if sr_embedding is None else sr_embedding, options, row_ids, group)
+                                          weight if sr_embedding is None else sr_embedding, options, row_ids, group,
+                                          backend)
 
 
 def _options(vocab_size: int, synonyms, **keywords) -> MLMOptions:

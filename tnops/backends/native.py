@@ -36,7 +36,8 @@ def refuses(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
-def _chunk_rows(vocab: int) -> int:
+def chunk_rows(vocab: int) -> int:
+    """Rows per chunk of the native kernels for a head of ``vocab`` rows."""
     return backends.chunk_rows(vocab, backends.NATIVE_CHUNK_ELEMENTS, backends.NATIVE_MIN_CHUNK_ROWS)
 
 
@@ -57,7 +58,7 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table: CSRView | None, sr
     nll, lse, zmean, predictions, corrected, d_in, d_w, d_b = torch.ops.tnops.mlm_head_native(
         inputs, weight, bias, labels, row_ids, None if table is None else table.offsets,
         None if table is None else table.ids, seed - 2**64 if seed >= 2**63 else seed, options.prediction == "sample",
-        options.temperature, options.disallow_correct, options.ignore_index, *want_grads, _chunk_rows(vocab),
+        options.temperature, options.disallow_correct, options.ignore_index, *want_grads, chunk_rows(vocab),
         a, b, c, d)
     sr = None
     if sr_embedding is not None:
@@ -76,7 +77,7 @@ def mlm_backward(inputs, weight, bias, labels, lse, coef, sr_embedding, predicti
     if any(want[:3]):
         vocab = inputs.shape[1] if weight is None else weight.shape[0]
         out = torch.ops.tnops.mlm_head_native_backward(inputs, weight, bias, labels, lse, coef, *want[:3],
-                                                       _chunk_rows(vocab))
+                                                       chunk_rows(vocab))
         grads = [g if w else None for g, w in zip(out, want[:3])]
     d_sr = torch_chunked.sr_backward(sr_embedding, labels, predictions, sr_coef, options) if want[3] else None
     return (*grads, d_sr)
