@@ -272,9 +272,10 @@ def log_steps(run: TrainingRun) -> None:
     for record in run.history[-len(rows):]:  # throughput of the interval these steps ran in
         record["tokens_per_second"] = tokens / max(elapsed, 1e-9)
     run.pending.clear()
-    if run.progress is not None:
-        last = run.history[-1]
-        run.progress.set_postfix(loss=f"{last['loss']:.3f}", corr=f"{100 * last['correction_rate']:.2f}%",
+    if run.progress is not None:  # the correction rate over the interval's steps: one step's is mostly 0 or 1 token
+        interval = run.history[-len(rows):]
+        rate = sum(r["corrected"] for r in interval) / max(sum(r["masked"] for r in interval), 1)
+        run.progress.set_postfix(loss=f"{run.history[-1]['loss']:.3f}", corr=f"{100 * rate:.2f}%",
                                  tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
     run.restart_clock()
 

@@ -180,3 +180,27 @@ def test_a_non_finite_step_is_never_applied_and_reported_at_the_next_log(small_r
     assert "error: step 2: non-finite training loss" in err and "the run stopped at step 3 (--log-every)" in err, err
     out = output_dir(argv)
     assert not (out / "checkpoint.pt").exists() and not (out / "final").exists()
+
+
+def test_the_progress_bar_shows_the_interval_correction_rate():
+    """One step corrects 0 or 1 of ~100 masked tokens: the bar's corr= is the rate over the logged interval (one
+    correction in 300 masked: 0.33 %), not the last step's (0.00 %)."""
+    from types import SimpleNamespace
+
+    class Bar:
+        postfix = None
+
+        def set_postfix(self, **kw):
+            self.postfix = kw
+
+    def values(corrected):
+        row = dict(loss=1.0, gen_loss=0.5, disc_loss=0.5, sr_loss=0.0, corrected=corrected, masked=100.0,
+                   tokens=512.0, grad_norm=1.0, finite=1.0)
+        return torch.tensor([row[k] for k in trainer.STEP_VALUES])
+
+    run = SimpleNamespace(pending=[trainer.PendingStep(s, values(c), 1e-4) for s, c in ((1, 1.0), (2, 0.0), (3, 0.0))],
+                          history=[], args=SimpleNamespace(on_nonfinite="error"), skipped=0, progress=Bar(),
+                          interval_started=0.0, restart_clock=lambda: None)
+    trainer.log_steps(run)
+    assert run.progress.postfix["corr"] == "0.33%"
+    assert [r["corrected"] for r in run.history] == [1, 0, 0]
