@@ -6,14 +6,14 @@ a CUDA device; ``backend="triton"`` or ``TNOPS_BACKEND=triton`` give the plain `
 same failures instead.  A failure is one of Triton's own errors at launch (``triton.errors.TritonError``: a compile
 error, ``OutOfResources`` for shared memory or registers, a ptxas error) or a ``RuntimeError`` of the Triton driver
 (``Triton Error [CUDA]: ...``, e.g. no kernel image for this architecture); argument errors (ValueError, TypeError)
-are the caller's and always raise.  After a failure on a (device, dtype) every later call there runs the torch
-backend directly (no second compile attempt) and one ``RuntimeWarning`` names the reason.  GPUs the kernels refuse
-outright (compute capability < 7.5, bfloat16 before 8.0) are sent to the torch backend by ``select`` itself, with
-one warning (``hardware_refusal``).
+are the caller's and always raise.  After a failure of an op (the LM head's forward or backward, or RTD) on a
+(device, dtype), every later call of that op there runs the torch backend directly (no second compile attempt), and
+one ``RuntimeWarning`` names the reason.  GPUs the kernels refuse outright (compute capability < 7.5, bfloat16
+before 8.0) are sent to the torch backend by ``select`` itself, with one warning (``hardware_refusal``).
 
 The row contract is the ``triton`` backend's (no fused gradients, its ``aux_rows``): a forward that falls back
 returns the torch backend's statistics with an all-zero ``sr_aux`` of the Triton layout, which no backward reads,
-as the (device, dtype) is then marked and the backward runs the torch backend's too.
+as the (op, device, dtype) is then marked and the backward runs the torch backend's too.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ FUSES_GRADIENTS = strict.FUSES_GRADIENTS
 aux_rows = strict.aux_rows
 unavailable = strict.unavailable
 refuses = strict.refuses
-_failed: dict[tuple[str, torch.dtype], str] = {}  # (device, dtype) -> why the Triton path could not run there
+_failed: dict[tuple[str, str, torch.dtype], str] = {}  # (op, device, dtype) -> why the Triton path failed there
 
 
 def hardware_refusal(device: torch.device, dtype: torch.dtype) -> str | None:
@@ -55,13 +55,14 @@ def launch_failure(error: BaseException) -> str | None:
     return None
 
 
-def failure(device: torch.device, dtype: torch.dtype) -> str | None:
-    """Why the Triton path failed before on ``device`` for ``dtype`` (None: it has not)."""
-    return _failed.get((str(device), dtype))
+def failure(op: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why the Triton path of ``op`` (``"mlm"``: the LM head, forward and backward; ``"rtd"``) failed before on
+    ``device`` for ``dtype`` (None: it has not)."""
+    return _failed.get((op, str(device), dtype))
 
 
-def _run(device: torch.device, dtype: torch.dtype, triton_call, torch_call):
-    key = (str(device), dtype)
+def _run(op: str, device: torch.device, dtype: torch.dtype, triton_call, torch_call):
+    key = (op, str(device), dtype)
     if key not in _failed:
         try:
             return triton_call()
@@ -70,7 +71,8 @@ def _run(device: torch.device, dtype: torch.dtype, triton_call, torch_call):
             if reason is None:
                 raise
             _failed[key] = reason
-            warnings.warn(f"tnops: the Triton kernels cannot run for {dtype} on {device} ({reason}); the torch "
+            what = "LM-head" if op == "mlm" else "RTD"
+            warnings.warn(f"tnops: the Triton {what} kernels cannot run for {dtype} on {device} ({reason}); the torch "
                           "backend computes these calls instead (backend='triton' or TNOPS_BACKEND=triton raises "
                           "this error)", RuntimeWarning, stacklevel=2)
     return torch_call()
@@ -84,16 +86,17 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table, sr_embedding, opti
         aux = rows.lse.new_zeros((strict.aux_rows(sr_embedding is not None), labels.shape[0]))
         return MLMRows(rows.nll, rows.lse, rows.zmean, rows.predictions, rows.corrected, rows.sr, aux, None)
 
-    return _run(inputs.device, inputs.dtype, lambda: strict.mlm_forward(
+    return _run("mlm", inputs.device, inputs.dtype, lambda: strict.mlm_forward(
         inputs, weight, bias, labels, row_ids, table, sr_embedding, options, want_grads, coefficients), fallback)
 
 
 def mlm_backward(inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coef, sr_aux, options, want):
     args = (inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coef, sr_aux, options, want)
-    return _run(inputs.device, inputs.dtype, lambda: strict.mlm_backward(*args),
+    return _run("mlm", inputs.device, inputs.dtype, lambda: strict.mlm_backward(*args),
                 lambda: torch_chunked.mlm_backward(*args))
 
 
 def rtd_rows(logits, corrupted, original, attention_mask, corrected):
     args = (logits, corrupted, original, attention_mask, corrected)
-    return _run(logits.device, logits.dtype, lambda: strict.rtd_rows(*args), lambda: torch_chunked.rtd_rows(*args))
+    return _run("rtd", logits.device, logits.dtype, lambda: strict.rtd_rows(*args),
+                lambda: torch_chunked.rtd_rows(*args))
