@@ -38,11 +38,9 @@ from electra import lexsim
 from electra.arguments import integer
 from electra.batches import check_int, eval_batches
 from electra.dataset import build_dataset
+from electra.eval_batch import corrupt_batch, masked_lm_counts, replaced_token_labels, rtd_scores
 from electra.fn_stats import _generator_dir, _synonyms, false_negative_stats
 from electra.init_from import _load_half, load_generator
-from electra.masking import IGNORE_INDEX, mask_tokens
-from electra.metrics import accuracy, binary_auc
-from electra.seeds import derive_seed
 from electra.tokenizer import load_tokenizer
 from tnops.cli import ToolArgumentParser, run_tool
 from tnops.io import atomic_write
@@ -132,73 +130,6 @@ def _synonym_table(synonyms, model_dir: Path, tokenizer):
     return _synonyms(Path(synonyms).expanduser() if synonyms is not None else None, model_dir, tokenizer)
 
 
-# ------------------------------------------------------------------------------------ counting, per batch
-def masked_lm_counts(predictions: torch.Tensor, gold: torch.Tensor, valid: torch.Tensor, synonyms) -> torch.Tensor:
-    """``[masked, correct, correct or a listed synonym]`` (int64 ``[3]``, on the inputs' device) over the rows
-    where ``valid``.
-
-    Args:
-        predictions, gold: int ``[B, P]`` predicted and gold token ids; valid: bool ``[B, P]`` (masked rows).
-        synonyms: a ``tnops.SynonymTable`` (``is_synonym(gold, prediction)`` credits a listed synonym).
-    """
-    right = (predictions == gold) & valid
-    credited = right | (synonyms.is_synonym(gold, predictions) & valid)
-    return torch.stack([valid.sum(), right.sum(), credited.sum()])
-
-
-def replaced_token_labels(input_ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
-                          samples: torch.Tensor, corrected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The discriminator's input and labels, as :class:`electra.modeling.ElectraTNForPretraining` makes them.
-
-    Args:
-        input_ids: int ``[B, L]`` original tokens; positions: int64 ``[B, P]`` and valid: bool ``[B, P]``
-            (:func:`electra.masking.mask_tokens`); samples: int ``[B, P]`` the generator's samples at ``positions``;
-            corrected: bool ``[B, P]`` rows hard correction relabels (a sampled listed synonym; all False without).
-    Returns:
-        ``(corrupted [B, L], labels bool [B, L])``: the masked positions hold the samples; a token is labelled
-        replaced iff it differs from the original and was not corrected.
-    """
-    gold = input_ids.gather(1, positions)
-    corrupted = input_ids.scatter(1, positions, torch.where(valid, samples, gold))
-    relabelled = torch.zeros_like(input_ids, dtype=torch.bool).scatter(1, positions, corrected & valid)
-    return corrupted, (corrupted != input_ids) & ~relabelled
-
-
-# --------------------------------------------------------------------------------------------- evaluation
-def corrupt_batch(generator, batch, tokenizer, synonyms, run: dict, *, seed: int, max_predictions: int) -> dict:
-    """One held-out batch through the generator, masked and sampled as pre-training does.
-
-    Args:
-        generator: ``ElectraForMaskedLM``; batch: an :class:`electra.batches.Batch` on its device.
-        synonyms: ``tnops.SynonymTable`` on the device; run: ``{"hc": bool, "temperature": float}``.
-        seed: the model seed (streams ``mask-select``, ``mask-keep``, ``sampling``); max_predictions: P.
-    Returns:
-        dict of tensors: ``gold``, ``argmax`` (int ``[B, P]``), ``valid`` (bool ``[B, P]``), ``corrupted``
-        (int ``[B, L]``, the samples written in) and ``labels`` (bool ``[B, L]``, the discriminator's targets).
-    """
-    length = batch.input_ids.shape[1]
-    special = sorted({i for i in tokenizer.all_special_ids if i is not None})
-    masked = mask_tokens(batch.input_ids, batch.attention_mask, special_token_ids=special,
-                         mask_token_id=tokenizer.mask_token_id, seed=seed, sequence_offset=batch.global_offset,
-                         max_predictions=max_predictions)
-    states = generator.electra(masked.input_ids, attention_mask=batch.attention_mask,
-                               token_type_ids=batch.token_type_ids).last_hidden_state
-    positions, valid = masked.positions, masked.valid
-    head = generator.generator_predictions(states.gather(1, positions[..., None].expand(-1, -1, states.shape[-1])))
-    gold = batch.input_ids.gather(1, positions)
-    rows = torch.arange(batch.global_offset, batch.global_offset + len(gold), device=gold.device)
-    head_args = (head, generator.generator_lm_head.weight, torch.where(valid, gold, IGNORE_INDEX))
-    common = dict(bias=generator.generator_lm_head.bias, ignore_index=IGNORE_INDEX,
-                  row_ids=rows[:, None] * length + positions)
-    best = tnops.linear_mlm_loss(*head_args, prediction="argmax", **common).predictions
-    # pre-training's samples: the same stream and row keys, hard correction as the run had it
-    sampled = tnops.linear_mlm_loss(*head_args, prediction="sample", synonyms=synonyms if run["hc"] else None,
-                                    temperature=run["temperature"], seed=derive_seed("sampling", seed), **common)
-    corrupted, labels = replaced_token_labels(batch.input_ids, positions, valid, sampled.predictions,
-                                              sampled.corrected)
-    return {"gold": gold, "argmax": best, "valid": valid, "corrupted": corrupted, "labels": labels}
-
-
 @torch.no_grad()
 def _held_out_pass(generator, discriminator, split, tokenizer, synonyms, run: dict, *, batch_size, max_batches,
                    seed, max_predictions, progress) -> dict:
@@ -228,28 +159,6 @@ def _held_out_pass(generator, discriminator, split, tokenizer, synonyms, run: di
     joined = (lambda parts: torch.cat(parts)) if logits else (lambda parts: None)
     return {"masked": masked_count, "right": right, "credited": credited, "sequences": sequences,
             "logits": joined(logits), "labels": joined(labels), "synonym_rows": joined(synonym_rows)}
-
-
-def rtd_scores(logits: torch.Tensor, labels: torch.Tensor, synonym_rows: torch.Tensor) -> tuple[dict, dict]:
-    """``({rtd_accuracy, rtd_auc, rtd_synonym_original}, reasons)`` over N tokens.
-
-    Args:
-        logits: float ``[N]`` discriminator logits (> 0: replaced); labels: bool ``[N]`` (True: replaced);
-        synonym_rows: bool ``[N]`` tokens replaced by a listed synonym of the original.
-    Returns:
-        the scores (None where undefined) and ``{key: reason}`` for each None.
-    """
-    scores, reasons = {"rtd_accuracy": accuracy(logits > 0, labels), "rtd_auc": None, "rtd_synonym_original": None}, {}
-    try:
-        scores["rtd_auc"] = binary_auc(logits, labels)
-    except ValueError:
-        reasons["rtd_auc"] = (f"all {len(labels)} tokens are labelled {'replaced' if bool(labels[0]) else 'original'}"
-                              "; the AUC needs both classes")
-    if bool(synonym_rows.any()):
-        scores["rtd_synonym_original"] = float((logits[synonym_rows] <= 0).double().mean())
-    else:
-        reasons["rtd_synonym_original"] = "no replacement was a listed synonym of its gold token"
-    return scores, reasons
 
 
 def _lexical_scores(embeddings: torch.Tensor, tokenizer, result: dict, reasons: dict) -> None:
