@@ -18,8 +18,8 @@ from tnops import backends
 from tnops.ops import config
 from tnops.ops.config import Target
 
-pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
-                                reason="the launcher tests run the kernels in the interpreter (TRITON_INTERPRET=1)")
+needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                       reason="runs the kernels on CPU tensors in the interpreter (TRITON_INTERPRET=1)")
 E = 768  # the width compile_check builds for (block_e fits it)
 FP32_75, HALF_75 = (64, 32, 16, 8), (64, 64, 32, 8)
 # (capability, dtype): (forward tiles, backward tiles, num_stages); tiles = (block_n, block_v, block_e, num_warps)
@@ -89,7 +89,7 @@ def turing(monkeypatch):
     """CUDA device 0 reads as a T4 (sm_75), outside the interpreter; warnings and fallbacks start afresh."""
     from tnops.backends import triton_fallback
 
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("TNOPS_BACKEND", raising=False)
     monkeypatch.setattr(config, "_target_of", lambda index: Target.known(75))
     monkeypatch.setattr(backends, "_warned", set())
@@ -188,6 +188,7 @@ def problem(n=24, v=40, e=16, seed=0):
     return h, w, b, y
 
 
+@needs_interpreter
 def test_every_launch_runs_under_the_guard(monkeypatch):
     def guard(device):
         class Guard:
@@ -209,6 +210,7 @@ def test_every_launch_runs_under_the_guard(monkeypatch):
     assert all(guards == [torch.device("cpu")] for _, guards in log), log
 
 
+@needs_interpreter
 def test_tensors_on_two_devices_are_refused_by_name_before_any_kernel(monkeypatch):
     from tnops.ops.mlm_head import mlm_head_backward, mlm_head_forward, sr_backward
     from tnops.ops.rtd import rtd_forward
@@ -265,6 +267,7 @@ def assert_same(got, want):
         assert torch.allclose(a.double(), c.double(), rtol=1e-5, atol=1e-6)
 
 
+@needs_interpreter
 @pytest.mark.parametrize("error", ["OutOfResources", "CompilationError"])
 @pytest.mark.parametrize("failing", ["_mlm_fwd_kernel", "_mlm_bwd_kernel"])
 def test_default_dispatch_falls_back_to_torch_with_one_warning(default_triton, monkeypatch, error, failing):
@@ -287,6 +290,7 @@ def test_default_dispatch_falls_back_to_torch_with_one_warning(default_triton, m
         grads_of(None)
 
 
+@needs_interpreter
 def test_rtd_falls_back_and_argument_errors_still_raise(default_triton, monkeypatch):
     wrap_kernels(monkeypatch, raises=launch_errors()["OutOfResources"], only=("_rtd_kernel",))
     x = torch.randn(30)
@@ -299,6 +303,19 @@ def test_rtd_falls_back_and_argument_errors_still_raise(default_triton, monkeypa
     wrap_kernels(monkeypatch, raises=ValueError("labels: out of range"), only=("_mlm_fwd_kernel",))
     with pytest.raises(ValueError, match="labels: out of range"):  # the caller's error: no fallback
         grads_of(None)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_inputs_on_the_second_gpu_while_the_first_is_current():
+    torch.cuda.set_device(0)
+    h, w, b, y = (t.detach().to("cuda:1").requires_grad_() if t.is_floating_point() else t.to("cuda:1")
+                  for t in problem())
+    out = tnops.linear_mlm_loss(h, w, y, bias=b, sr_weight=0.5, backend="triton")
+    out.loss.backward()
+    want = grads_of("torch")
+    assert_same([t.cpu() for t in (out.loss, out.predictions, h.grad, w.grad, b.grad)], want)
+    with pytest.raises(ValueError, match="weight"):
+        tnops.linear_mlm_loss(h, w.detach().to("cuda:0"), y, backend="triton")
 
 
 @pytest.mark.slow
