@@ -9,7 +9,7 @@ from electra.masking import IGNORE_INDEX, mask_tokens
 from electra.metrics import accuracy, binary_auc
 from electra.seeds import derive_seed
 
-__all__ = ["corrupt_batch", "masked_lm_counts", "replaced_token_labels", "rtd_scores"]
+__all__ = ["corrupt_batch", "masked_head", "masked_lm_counts", "replaced_token_labels", "rtd_scores"]
 
 
 # ------------------------------------------------------------------------------------ counting, per batch
@@ -44,16 +44,16 @@ def replaced_token_labels(input_ids: torch.Tensor, positions: torch.Tensor, vali
     return corrupted, (corrupted != input_ids) & ~relabelled
 
 
-def corrupt_batch(generator, batch, tokenizer, synonyms, run: dict, *, seed: int, max_predictions: int) -> dict:
-    """One held-out batch through the generator, masked and sampled as pre-training does.
+def masked_head(generator, batch, tokenizer, *, seed: int, max_predictions: int):
+    """Mask ``batch`` as pre-training does and run the generator up to its LM head, at the masked positions only.
 
     Args:
-        generator: ``ElectraForMaskedLM``; batch: an :class:`electra.batches.Batch` on its device.
-        synonyms: ``tnops.SynonymTable`` on the device; run: ``{"hc": bool, "temperature": float}``.
-        seed: the model seed (streams ``mask-select``, ``mask-keep``, ``sampling``); max_predictions: P.
+        generator: ``ElectraForMaskedLM``; batch: an :class:`electra.batches.Batch` on its device; seed: the model
+            seed (streams ``mask-select``, ``mask-keep``); max_predictions: P.
     Returns:
-        dict of tensors: ``gold``, ``argmax`` (int ``[B, P]``), ``valid`` (bool ``[B, P]``), ``corrupted``
-        (int ``[B, L]``, the samples written in) and ``labels`` (bool ``[B, L]``, the discriminator's targets).
+        ``(head [B, P, E], gold, positions, valid, row_ids)``: the LM head's input, the gold ids (int ``[B, P]``),
+        the masked positions (int64 ``[B, P]``), which of them are real (bool ``[B, P]``) and pre-training's Philox
+        row keys (int64 ``[B, P]``: global sequence index · L + position).
     """
     length = batch.input_ids.shape[1]
     special = sorted({i for i in tokenizer.all_special_ids if i is not None})
@@ -65,10 +65,25 @@ def corrupt_batch(generator, batch, tokenizer, synonyms, run: dict, *, seed: int
     positions, valid = masked.positions, masked.valid
     head = generator.generator_predictions(states.gather(1, positions[..., None].expand(-1, -1, states.shape[-1])))
     gold = batch.input_ids.gather(1, positions)
-    rows = torch.arange(batch.global_offset, batch.global_offset + len(gold), device=gold.device)
+    sequences = torch.arange(batch.global_offset, batch.global_offset + len(gold), device=gold.device)
+    return head, gold, positions, valid, sequences[:, None] * length + positions
+
+
+def corrupt_batch(generator, batch, tokenizer, synonyms, run: dict, *, seed: int, max_predictions: int) -> dict:
+    """One held-out batch through the generator, masked and sampled as pre-training does.
+
+    Args:
+        generator: ``ElectraForMaskedLM``; batch: an :class:`electra.batches.Batch` on its device.
+        synonyms: ``tnops.SynonymTable`` on the device; run: ``{"hc": bool, "temperature": float}``.
+        seed: the model seed (streams ``mask-select``, ``mask-keep``, ``sampling``); max_predictions: P.
+    Returns:
+        dict of tensors: ``gold``, ``argmax`` (int ``[B, P]``), ``valid`` (bool ``[B, P]``), ``corrupted``
+        (int ``[B, L]``, the samples written in) and ``labels`` (bool ``[B, L]``, the discriminator's targets).
+    """
+    head, gold, positions, valid, row_ids = masked_head(generator, batch, tokenizer, seed=seed,
+                                                        max_predictions=max_predictions)
     head_args = (head, generator.generator_lm_head.weight, torch.where(valid, gold, IGNORE_INDEX))
-    common = dict(bias=generator.generator_lm_head.bias, ignore_index=IGNORE_INDEX,
-                  row_ids=rows[:, None] * length + positions)
+    common = dict(bias=generator.generator_lm_head.bias, ignore_index=IGNORE_INDEX, row_ids=row_ids)
     best = tnops.linear_mlm_loss(*head_args, prediction="argmax", **common).predictions
     # pre-training's samples: the same stream and row keys, hard correction as the run had it
     sampled = tnops.linear_mlm_loss(*head_args, prediction="sample", synonyms=synonyms if run["hc"] else None,

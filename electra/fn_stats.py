@@ -19,8 +19,9 @@ import tnops
 from electra.arguments import integer
 from electra.batches import eval_batches
 from electra.dataset import build_dataset
+from electra.eval_batch import masked_head
 from electra.init_from import load_generator
-from electra.masking import IGNORE_INDEX, mask_tokens
+from electra.masking import IGNORE_INDEX
 from electra.seeds import derive_seed
 from electra.showcase import CorrectionExample, collect_examples, format_example
 from electra.tokenizer import load_tokenizer
@@ -68,7 +69,6 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
     device = next(generator.parameters()).device
     length = split.max_seq_length
     max_predictions = max_predictions or int(0.155 * length)
-    special = sorted({i for i in tokenizer.all_special_ids if i is not None})
     names = ("masked", "mismatched", "corrected", "sequences_with_correction")
     counts = torch.zeros(len(names), dtype=torch.int64, device=device)  # read once, at the end
     sequences_seen = 0
@@ -77,19 +77,12 @@ def false_negative_stats(generator, tokenizer, synonyms, split, *, batch_size: i
         if max_batches is not None and i >= max_batches:
             break
         batch = batch.to(device)
-        masked = mask_tokens(batch.input_ids, batch.attention_mask, special_token_ids=special,
-                             mask_token_id=tokenizer.mask_token_id, seed=seed, sequence_offset=batch.global_offset,
-                             max_predictions=max_predictions)
-        states = generator.electra(masked.input_ids, attention_mask=batch.attention_mask,
-                                   token_type_ids=batch.token_type_ids).last_hidden_state
         # the head at the masked positions only, with pre-training's row keys and sampling stream
-        positions, valid = masked.positions, masked.valid
-        head = generator.generator_predictions(states.gather(1, positions[..., None].expand(-1, -1, states.shape[-1])))
-        gold = batch.input_ids.gather(1, positions)
-        sequences = torch.arange(batch.global_offset, batch.global_offset + len(gold), device=device)
+        head, gold, positions, valid, row_ids = masked_head(generator, batch, tokenizer, seed=seed,
+                                                            max_predictions=max_predictions)
         out = tnops.linear_mlm_loss(head, generator.generator_lm_head.weight, torch.where(valid, gold, IGNORE_INDEX),
                                     bias=generator.generator_lm_head.bias, synonyms=synonyms, prediction=prediction,
-                                    seed=derive_seed("sampling", seed), row_ids=sequences[:, None] * length + positions,
+                                    seed=derive_seed("sampling", seed), row_ids=row_ids,
                                     ignore_index=IGNORE_INDEX)
         corrected = out.corrected & valid
         counts += torch.stack([valid.sum(), (valid & (out.predictions != gold)).sum(), corrected.sum(),
