@@ -13,8 +13,10 @@ import tnops
 from tnops import backends
 
 V, N, E = 53, 40, 8
-# the kernels of the vocabulary-parallel path: torch's everywhere, the native op's where it is built
-KERNELS = ["torch"] + (["native"] if backends.unavailable_reason("native") is None else [])
+# the kernels of the vocabulary-parallel path: torch's everywhere, the native op's where it is built, Triton's where
+# it runs (here: its interpreter on CPU tensors)
+KERNELS = ["torch"] + [name for name in ("native", "triton") if backends.unavailable_reason(name) is None
+                       and backends.get(name).refuses(torch.device("cpu"), torch.float32) is None]
 BLOCKS = {2: [30, 23], 3: [20, 13, 20]}
 VARIANTS = [
     dict(prediction="argmax", reduction="mean"),

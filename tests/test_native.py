@@ -82,10 +82,10 @@ def test_chunks_are_never_shorter_than_the_gemm_floor(monkeypatch):
     backend takes at least NATIVE_MIN_CHUNK_ROWS rows; TNOPS_CHUNK_ROWS still overrides."""
     from tnops.backends import native
     monkeypatch.delenv("TNOPS_CHUNK_ROWS", raising=False)
-    assert native._chunk_rows(250002) == backends.NATIVE_MIN_CHUNK_ROWS == 256
-    assert native._chunk_rows(30522) == (1 << 24) // 30522
+    assert native.chunk_rows(250002) == backends.NATIVE_MIN_CHUNK_ROWS == 256
+    assert native.chunk_rows(30522) == (1 << 24) // 30522
     monkeypatch.setenv("TNOPS_CHUNK_ROWS", "5")
-    assert native._chunk_rows(250002) == 5
+    assert native.chunk_rows(250002) == 5
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

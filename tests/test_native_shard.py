@@ -83,25 +83,26 @@ def test_given_logits_block():
 
 
 def _coefficients(labels):
-    g = torch.Generator().manual_seed(1)
-    coef = torch.stack([torch.rand(N, generator=g, dtype=torch.float64) + 0.5, torch.ones(N, dtype=torch.float64),
-                        torch.rand(N, generator=g, dtype=torch.float64) * 0.1])
+    """Random per-row (α, γ, δ) float64 ``[3, N]``, α = γ on every third row, 0 on ignored rows."""
+    n, g = labels.shape[0], torch.Generator().manual_seed(1)
+    coef = torch.stack([torch.rand(n, generator=g, dtype=torch.float64) + 0.5, torch.ones(n, dtype=torch.float64),
+                        torch.rand(n, generator=g, dtype=torch.float64) * 0.1])
     coef[0, 1::3] = coef[1, 1::3]  # α = γ: plain cross-entropy rows
     coef[:, labels == -100] = 0
     return coef
 
 
-def _block_dz(z, labels, coef, block):
+def _block_dz(z, labels, coef, block, vocab=V):
     """float64 dz [N, hi − lo] of a block: α·softmax over the whole row − γ·onehot(gold, where it is here) − δ/V,
     and the rows' global lse and 1 − p(gold)."""
     lse = torch.logsumexp(z, 1)
     p_other = torch.exp(z - lse[:, None]).scatter(1, labels.clamp(min=0)[:, None], 0.0).sum(1)
     lo, hi = block
     own = (labels >= lo) & (labels < hi)
-    dz = coef[0, :, None] * torch.exp(z[:, lo:hi] - lse[:, None]) - (coef[2] / V)[:, None]
+    dz = coef[0, :, None] * torch.exp(z[:, lo:hi] - lse[:, None]) - (coef[2] / vocab)[:, None]
     # the gold entry α·p − γ as −α·(1 − p) + (α − γ): float64 itself would cancel on confident rows
     alpha, gamma, delta = coef[:, own]
-    dz[own, labels[own] - lo] = -alpha * p_other[own] + (alpha - gamma) - delta / V
+    dz[own, labels[own] - lo] = -alpha * p_other[own] + (alpha - gamma) - delta / vocab
     dz[labels == -100] = 0
     return dz, lse.float(), p_other.float()
 
@@ -174,7 +175,8 @@ def test_default_backend_of_the_vocabulary_parallel_path(monkeypatch):
     monkeypatch.delenv("TNOPS_BACKEND", raising=False)
     assert distributed.shard_backend(torch.device("cpu"), torch.float32, None) == "native"
     assert distributed.shard_backend(torch.device("cpu"), torch.float32, "torch") == "torch"
-    with pytest.raises(ValueError, match="backend: a vocabulary-parallel loss .* runs the torch or native backend"):
+    with pytest.raises(ValueError, match=r"backend: a vocabulary-parallel loss \(process_group\) runs the kernels "
+                                         r"of one of torch, native, triton; got 'reference'"):
         distributed.shard_backend(torch.device("cpu"), torch.float32, "reference")
     monkeypatch.setenv("TNOPS_BACKEND", "reference")
     with pytest.raises(ValueError, match="TNOPS_BACKEND: a vocabulary-parallel loss"):

@@ -22,12 +22,14 @@ included); gloo on CPU, NCCL on GPU; eager.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 
 from tnops import _ops, backends, losses, reference
 from tnops import random as tn_random
-from tnops.backends import native
+from tnops.backends import native, triton_fallback
 from tnops.options import MLMOptions
 from tnops.outputs import MLMLossOutput
 
@@ -84,24 +86,51 @@ def _all_reduce(t, op, group):
     return t
 
 
-KERNELS = ("torch", "native")  # the backends whose kernels take a vocabulary block
+KERNELS = ("torch", "native", "triton")  # the backends whose kernels take a vocabulary block
 
 
 def shard_backend(device: torch.device, dtype: torch.dtype, backend: str | None) -> str:
-    """The kernels of the vocabulary-parallel path for these tensors: ``native`` (CPU, where it is built) or ``torch``
-    by default; a named backend (``backend=`` or ``TNOPS_BACKEND``) must be one of ``KERNELS``."""
+    """The kernels of the vocabulary-parallel path for these tensors: by default the device's default backend
+    (``native`` on CPU where it is built; on CUDA ``triton-or-torch``: Triton, falling back to torch with one warning
+    where it cannot run), else ``torch``; a named backend (``backend=`` or ``TNOPS_BACKEND``) must be one of
+    ``KERNELS``."""
     if backend is None and backends.requested_backend() is None:
-        return "native" if backends.select(device, dtype) == "native" else "torch"
+        name = backends.select(device, dtype)
+        return name if name in KERNELS + ("triton-or-torch",) else "torch"
     name = backends.select(device, dtype, backend)
     if name not in KERNELS:
         source = "backend" if backend is not None else "TNOPS_BACKEND"
-        raise ValueError(f"{source}: a vocabulary-parallel loss (process_group) runs the {' or '.join(KERNELS)} "
-                         f"backend's kernels; got {name!r}")
+        raise ValueError(f"{source}: a vocabulary-parallel loss (process_group) runs the kernels of one of "
+                         f"{', '.join(KERNELS)}; got {name!r}")
     return name
 
 
 def _seed_arg(seed: int) -> int:
     return seed - 2**64 if seed >= 2**63 else seed
+
+
+def _shard_stats(kernels, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab):
+    """``(stats [5, N], best_id [N])`` of this rank's block (``_shard_stats_torch``'s layout) by ``kernels``."""
+    if kernels == "native":
+        rows_k = hidden.shape[1] if weight is None else weight.shape[0]
+        return torch.ops.tnops.mlm_shard_stats_native(
+            hidden, weight, bias, labels, row_keys, _seed_arg(seed), options.prediction == "sample",
+            options.temperature, options.disallow_correct, options.ignore_index, start, vocab,
+            native.chunk_rows(rows_k))
+    torch_call = functools.partial(_shard_stats_torch, hidden, weight, bias, labels, row_keys, options, seed, start,
+                                   vocab)
+    if kernels == "torch":
+        return torch_call()
+    from tnops.ops.vocab_block import block_statistics
+
+    def triton_call():
+        return block_statistics(hidden, weight, bias, labels, v_offset=start, vocab_all=vocab,
+                                prediction=options.prediction, temperature=options.temperature,
+                                disallow_correct=options.disallow_correct, seed=seed,
+                                ignore_index=options.ignore_index, row_ids=row_keys)
+    if kernels == "triton":
+        return triton_call()
+    return triton_fallback.run_or_fall_back("mlm", hidden.device, hidden.dtype, triton_call, torch_call)
 
 
 def _shard_stats_torch(hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab):
@@ -148,14 +177,7 @@ class _ShardStatistics(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab, group, kernels):
         masked = labels != options.ignore_index
-        if kernels == "native":
-            rows_k = hidden.shape[1] if weight is None else weight.shape[0]
-            stats, best_id = torch.ops.tnops.mlm_shard_stats_native(
-                hidden, weight, bias, labels, row_keys, _seed_arg(seed), options.prediction == "sample",
-                options.temperature, options.disallow_correct, options.ignore_index, start, vocab,
-                native.chunk_rows(rows_k))
-        else:
-            stats, best_id = _shard_stats_torch(hidden, weight, bias, labels, row_keys, options, seed, start, vocab)
+        stats, best_id = _shard_stats(kernels, hidden, weight, bias, labels, row_keys, options, seed, start, vocab)
         m_all = _all_reduce(stats[0].clone(), dist.ReduceOp.MAX, group)
         scaled = stats[1:4].clone()
         scaled[0] *= torch.exp(stats[0] - m_all)
@@ -190,7 +212,23 @@ class _ShardStatistics(torch.autograd.Function):
         g_nll, g_lse, g_zmean = (zero if g is None else torch.where(masked, g.to(cdt), 0)
                                  for g in (g_nll, g_lse, g_zmean))
         alpha, gamma, delta = g_nll + g_lse, g_nll, -g_zmean
-        if ctx.kernels == "native":
+        kernels = ctx.kernels
+        if kernels == "triton-or-torch":  # the forward's Triton launch failed here before: torch's maths
+            kernels = "torch" if triton_fallback.failure("mlm", hidden.device, hidden.dtype) else "triton"
+        if kernels == "triton":
+            from tnops.ops.mlm_head import mlm_head_backward
+
+            want = ctx.needs_input_grad[:3]
+            grads = mlm_head_backward(hidden, weight if ctx.has_weight else None, bias if ctx.has_bias else None,
+                                      labels, lse.float(), torch.stack([alpha, gamma, delta]).float(),
+                                      gold_complement=p_other.float(), want=want, ignore_index=ctx.ignore_index,
+                                      v_offset=ctx.start, vocab_all=ctx.vocab)
+            if ctx.has_weight and grads[0] is not None:  # every rank's columns add to d hidden (fp32)
+                _all_reduce(grads[0], dist.ReduceOp.SUM, ctx.group)
+            d_hidden, d_weight, d_bias = (None if g is None or not w else g.to(t.dtype)
+                                          for g, w, t in zip(grads, want, (hidden, weight, bias)))
+            return d_hidden, d_weight, d_bias, None, None, None, None, None, None, None, None
+        if kernels == "native":
             want = ctx.needs_input_grad[:3]
             d_hidden, d_weight, d_bias = (g if w else None for g, w in zip(torch.ops.tnops.mlm_head_native_backward(
                 hidden, weight if ctx.has_weight else None, bias if ctx.has_bias else None, labels, lse,

@@ -61,7 +61,9 @@ def failure(op: str, device: torch.device, dtype: torch.dtype) -> str | None:
     return _failed.get((op, str(device), dtype))
 
 
-def _run(op: str, device: torch.device, dtype: torch.dtype, triton_call, torch_call):
+def run_or_fall_back(op: str, device: torch.device, dtype: torch.dtype, triton_call, torch_call):
+    """``triton_call()``, or ``torch_call()`` when the Triton path of ``op`` fails on ``device`` for ``dtype`` (now,
+    with one warning, or before); argument errors raise."""
     key = (op, str(device), dtype)
     if key not in _failed:
         try:
@@ -86,17 +88,17 @@ def mlm_forward(inputs, weight, bias, labels, row_ids, table, sr_embedding, opti
         aux = rows.lse.new_zeros((strict.aux_rows(sr_embedding is not None), labels.shape[0]))
         return MLMRows(rows.nll, rows.lse, rows.zmean, rows.predictions, rows.corrected, rows.sr, aux, None)
 
-    return _run("mlm", inputs.device, inputs.dtype, lambda: strict.mlm_forward(
+    return run_or_fall_back("mlm", inputs.device, inputs.dtype, lambda: strict.mlm_forward(
         inputs, weight, bias, labels, row_ids, table, sr_embedding, options, want_grads, coefficients), fallback)
 
 
 def mlm_backward(inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coef, sr_aux, options, want):
     args = (inputs, weight, bias, labels, lse, coef, sr_embedding, predictions, sr_coef, sr_aux, options, want)
-    return _run("mlm", inputs.device, inputs.dtype, lambda: strict.mlm_backward(*args),
+    return run_or_fall_back("mlm", inputs.device, inputs.dtype, lambda: strict.mlm_backward(*args),
                 lambda: torch_chunked.mlm_backward(*args))
 
 
 def rtd_rows(logits, corrupted, original, attention_mask, corrected):
     args = (logits, corrupted, original, attention_mask, corrected)
-    return _run("rtd", logits.device, logits.dtype, lambda: strict.rtd_rows(*args),
+    return run_or_fall_back("rtd", logits.device, logits.dtype, lambda: strict.rtd_rows(*args),
                 lambda: torch_chunked.rtd_rows(*args))

@@ -48,20 +48,24 @@ def _variants(target):
                 "stride_hn": "i32", "stride_he": "i32", "stride_wv": "i32", "stride_we": "i32"}
     # Every dtype with every feature on, and with every feature off: the branches that change codegen; for the
     # fused head (weight) and for given logits (mlm_loss: no weight, no bias).
-    all_on_or_off = [(True, True, True, True), (True, False, False, False), (False, False, True, True),
-                     (False, False, False, False)]
-    for dtype, (weight, bias, sample, disallow) in itertools.product(types.values(), all_on_or_off):
+    # And the vocabulary-parallel variant (SHARDED: noise of a block starting at any id) with every feature on.
+    all_on_or_off = [(True, True, True, True, False), (True, False, False, False, False),
+                     (False, False, True, True, False), (False, False, False, False, False),
+                     (True, True, True, True, True)]
+    for dtype, (weight, bias, sample, disallow, sharded) in itertools.product(types.values(), all_on_or_off):
         cfg = configs[dtype] if weight else logit_configs[dtype]
         sig = dict(head_args(dtype), row_ids_ptr="*i64", part_max_ptr="*fp32", part_other_ptr="*fp32",
                    part_gold_ptr="*fp32", part_best_ptr="*fp32", part_zsum_ptr="*fp32", part_idx_ptr="*i32",
-                   seed="i64", temperature="fp32", ignore_index="i32", v_per_split="i32")
+                   seed="i64", temperature="fp32", ignore_index="i32", v_per_split="i32", v_offset="i32",
+                   V_all="i32")
         const = dict(HAS_WEIGHT=weight, HAS_BIAS=bias, SAMPLE=sample, DISALLOW=disallow, HAS_ROW_IDS=sample,
-                     COUNT_TILES=False, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
+                     COUNT_TILES=False, SHARDED=sharded, BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         if not weight:  # the logits' row stride is V = 30522: not a multiple of 16
             sig = dict(sig, stride_hn="i32 unaligned")
         yield f"_mlm_fwd_kernel[{dtype}, {'bias=' + str(bias) if weight else 'logits'}, sample={sample}, " \
-            f"disallow={disallow}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, cfg.num_warps, cfg.num_stages
+            f"disallow={disallow}{', sharded' if sharded else ''}]", mlm_head_kernels._mlm_fwd_kernel, sig, const, \
+            cfg.num_warps, cfg.num_stages
     for dtype, (table, sr) in itertools.product(types.values(), [(True, True), (False, False)]):
         cfg = configs[dtype]
         sig = {n: "*fp32" for n in ("part_max_ptr", "part_other_ptr", "part_gold_ptr", "part_best_ptr",
@@ -80,18 +84,21 @@ def _variants(target):
     halves = [dtype for dtype in ("bf16", "fp16") if dtype in types.values()]  # the first with bias
     backward = [("fp32", True)] + [(dtype, dtype == halves[0]) for dtype in halves] + [(dtype, None) for dtype in
                                                                                          types.values()]
+    backward += [(dtype, "sharded") for dtype in ("fp32", *halves[:1])]  # a vocabulary block, with bias
     for dtype, bias in backward:  # bias None: given logits, d_logits in their dtype
         cfg = configs[dtype] if bias is not None else logit_configs[dtype]
         sig = dict(head_args(dtype), lse_ptr="*fp32", complement_ptr="*fp32", coef_ptr="*fp32",
                    dh_ptr="*fp32" if bias is not None else f"*{dtype}", dw_ptr="*fp32", db_ptr="*fp32",
-                   ignore_index="i32")
-        const = dict(HAS_WEIGHT=bias is not None, HAS_BIAS=bool(bias), HAS_COMPLEMENT=True, WANT_DH=True,
+                   ignore_index="i32", V_all="i32")
+        const = dict(HAS_WEIGHT=bias is not None, HAS_BIAS=bool(bias), HAS_COMPLEMENT=True,
+                     SHARDED=bias == "sharded", WANT_DH=True,
                      WANT_DW=bias is not None, WANT_DB=bool(bias), COUNT_TILES=False, BLOCK_N=cfg.bwd_block_n,
                      BLOCK_V=cfg.bwd_block_v, BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
                      DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
         if bias is None:
             sig = dict(sig, stride_hn="i32 unaligned")
-        name = f"_mlm_bwd_kernel[{dtype}, {'logits' if bias is None else f'bias={bias}'}]"
+        name = f"_mlm_bwd_kernel[{dtype}, {'logits' if bias is None else f'bias={bool(bias)}'}" \
+            f"{', sharded' if bias == 'sharded' else ''}]"
         yield name, mlm_head_kernels._mlm_bwd_kernel, sig, const, cfg.bwd_num_warps, cfg.num_stages
     for dtype in types.values():
         cfg = configs[dtype]

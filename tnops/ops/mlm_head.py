@@ -164,9 +164,9 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
         row_ids if row_ids is not None else labels, *part, part_idx,
         tile_counter if tile_counter is not None else part_idx, flags,
         n, vocab, width, hidden.stride(0), hidden.stride(1), stride_wv, stride_we,
-        seed, float(temperature), ignore_index, v_per_split,
+        seed, float(temperature), ignore_index, v_per_split, 0, vocab,
         HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, SAMPLE=prediction == "sample", DISALLOW=disallow_correct,
-        HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None,
+        HAS_ROW_IDS=row_ids is not None, COUNT_TILES=tile_counter is not None, SHARDED=False,
         BLOCK_N=cfg.block_n, BLOCK_V=cfg.block_v, BLOCK_E=cfg.block_e,
         DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     out = {name: torch.empty(n, dtype=torch.float32, device=dev) for name in ("lse", "nll", "zmean", "gold_complement")}
@@ -193,7 +193,7 @@ def mlm_head_forward(hidden, weight, bias, labels, *, offsets=None, syn_ids=None
 
 @on_inputs_device
 def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complement=None, want=(True, True, True),
-                      ignore_index=-100, config=None, tile_counter=None):
+                      ignore_index=-100, config=None, tile_counter=None, v_offset=0, vocab_all=None):
     """Gradients w.r.t. hidden, weight, bias (fp32 accumulators) of the per-row logit gradients
     ``dz_r = α_r · softmax(z_r) - γ_r · onehot(gold_r) - δ_r / V``.
 
@@ -206,6 +206,9 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
         first term cancels to 0 on a confident row (p(gold) → 1);
         want: which of (dh, dW, db) to compute; tile_counter: as in ``mlm_head_forward`` (counts tiles that did
         work).  ``weight=None``: ``hidden`` is the ``[N, V]`` logits and ``dh`` is ``d_logits``.
+        v_offset, vocab_all: vocabulary parallelism: the head (or logits) holds ids ``[v_offset, v_offset + V)``
+        of ``vocab_all``; labels are global ids, ``lse`` and ``gold_complement`` the whole row's, and ``δ``
+        divides by ``vocab_all`` (None: one process, ``V``).
     Returns:
         ``(dh [N, E] | None, dW [V, E] | None, db [V] | None)``, float32; given logits: ``(d_logits [N, V] in
         the logits' dtype | None, None, None)``.
@@ -222,6 +225,13 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
         raise ValueError(f"coef: expected shape (3, {n}) (rows alpha, gamma, delta), got {tuple(coef.shape)}")
     coef = coef.to(torch.float32)  # contiguous [3, N] (from _flat): the kernel reads row k at coef + k·N
     cfg = config or head_config(n, vocab, width, hidden.device, hidden.dtype, logits=not has_weight)
+    sharded, kernel_ignore, bad_labels = vocab_all is not None, ignore_index, None
+    if sharded:  # the kernel reads this block's indices: V where the gold id is another block's, -1 on ignored rows
+        gold = labels != ignore_index
+        bad_labels = gold & ((coef != 0).any(0)) & ((labels < 0) | (labels >= vocab_all))
+        local = labels - v_offset
+        local = torch.where((local >= 0) & (local < vocab), local, vocab)
+        labels, kernel_ignore = torch.where(gold & ~bad_labels, local, -1), -1
     want_dh, want_dw, want_db = want[0], want[1] and has_weight, want[2] and bias is not None
     dev = hidden.device
     if has_weight:
@@ -232,6 +242,8 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
     db = torch.zeros(vocab, dtype=torch.float32, device=dev) if want_db else None
     if want_dh or want_dw or want_db:
         flags = _new_flags(dev)
+        if bad_labels is not None:  # flagged here, without a host sync (the kernel skips those rows)
+            flags[kernels.BAD_LABELS.value] = bad_labels.any().to(torch.int32)
         grid = (triton.cdiv(n, cfg.bwd_block_n) * triton.cdiv(vocab, cfg.bwd_block_v),)
         dummy = lse
         w, (stride_wv, stride_we) = (weight, weight.stride()) if has_weight else (hidden, (0, 0))
@@ -240,13 +252,15 @@ def mlm_head_backward(hidden, weight, bias, labels, lse, coef, *, gold_complemen
             gold_complement if gold_complement is not None else lse, coef,
             dh if want_dh else dummy, dw if want_dw else dummy, db if want_db else dummy,
             tile_counter if tile_counter is not None else lse, flags,
-            n, vocab, width, hidden.stride(0), hidden.stride(1), stride_wv, stride_we, ignore_index,
-            HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None, HAS_COMPLEMENT=gold_complement is not None,
-            WANT_DH=want_dh, WANT_DW=want_dw, WANT_DB=want_db,
+            n, vocab, width, hidden.stride(0), hidden.stride(1), stride_wv, stride_we, kernel_ignore,
+            vocab if vocab_all is None else vocab_all, HAS_WEIGHT=has_weight, HAS_BIAS=bias is not None,
+            HAS_COMPLEMENT=gold_complement is not None, SHARDED=sharded, WANT_DH=want_dh,
+            WANT_DW=want_dw, WANT_DB=want_db,
             COUNT_TILES=tile_counter is not None, BLOCK_N=cfg.bwd_block_n, BLOCK_V=cfg.bwd_block_v,
             BLOCK_E=cfg.bwd_block_e, GROUP_N=cfg.bwd_group_n,
             DOT_PRECISION=_dot_precision(hidden.dtype), num_warps=cfg.bwd_num_warps, num_stages=cfg.num_stages)
-        raise_flagged(flags, _messages(vocab, ignore_index), (kernels.BAD_ORDER, kernels.BAD_LABELS))
+        raise_flagged(flags, _messages(vocab if vocab_all is None else vocab_all, ignore_index),
+                      (kernels.BAD_ORDER, kernels.BAD_LABELS))
     return dh, dw, db
 
 

@@ -49,6 +49,7 @@ from tnops.ops.mlm_head_tiles import (  # noqa: F401 (BAD_*, NUM_FLAGS: the laun
     _embedding_rows,
     _flag,
     _gumbel_tile,
+    _gumbel_tile_at,
     _log1p_below_one,
     _logit_tile,
 )
@@ -58,9 +59,9 @@ from tnops.ops.mlm_head_tiles import (  # noqa: F401 (BAD_*, NUM_FLAGS: the laun
 def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr, part_max_ptr, part_other_ptr,
                     part_gold_ptr, part_best_ptr, part_zsum_ptr, part_idx_ptr, tiles_ptr, flags_ptr,
                     N, V, E, stride_hn, stride_he, stride_wv, stride_we,
-                    seed, temperature, ignore_index, v_per_split,
+                    seed, temperature, ignore_index, v_per_split, v_offset, V_all,
                     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, SAMPLE: tl.constexpr, DISALLOW: tl.constexpr,
-                    HAS_ROW_IDS: tl.constexpr, COUNT_TILES: tl.constexpr, BLOCK_N: tl.constexpr,
+                    HAS_ROW_IDS: tl.constexpr, COUNT_TILES: tl.constexpr, SHARDED: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Partial statistics of row block ``pid_n`` over vocabulary slice ``split``.
 
@@ -72,13 +73,20 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr, par
     under DISALLOW) and its id (lowest on ties), and ``Σ_v z_v`` over the slice (fp32; the combine divides the
     total by V).
     ``COUNT_TILES`` (tests): add 1 to ``tiles_ptr`` per program that does any work.  Flags: rows of ``order``
-    outside ``[0, N)``, masked labels outside ``[0, V)``, row ids outside ``[0, 2^32)`` (those rows are skipped).
+    outside ``[0, N)``, masked labels outside ``[0, V_all)``, row ids outside ``[0, 2^32)`` (those rows are skipped).
+    Vocabulary parallelism: the head holds ids ``[v_offset, v_offset + V)`` of ``V_all`` (one process: 0 and V);
+    labels are global ids, the best id is this block's index, and ``SHARDED`` keys the noise by the global id
+    wherever the block starts (``_gumbel_tile_at``).
     """
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     rows, row_ok = _block_rows(order_ptr, pid_n * BLOCK_N + tl.arange(0, BLOCK_N), N, flags_ptr)
     gold = tl.load(labels_ptr + rows, mask=row_ok, other=ignore_index)
-    active = _check_ids(flags_ptr, gold, row_ok & (gold != ignore_index), V, BAD_LABELS)
+    if SHARDED:  # labels are global ids; gold becomes this head's index (outside [0, V): another block's)
+        active = _check_ids(flags_ptr, gold, row_ok & (gold != ignore_index), V_all, BAD_LABELS)
+        gold = gold - v_offset
+    else:
+        active = _check_ids(flags_ptr, gold, row_ok & (gold != ignore_index), V, BAD_LABELS)
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     run_other = tl.zeros((BLOCK_N,), tl.float32)
     gold_logit = tl.zeros((BLOCK_N,), tl.float32)
@@ -118,7 +126,11 @@ def _mlm_fwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, row_ids_ptr, par
             if SAMPLE or DISALLOW:
                 score = z_other if DISALLOW else z
                 if SAMPLE:  # -inf / T + g is -inf: the gold id stays out under DISALLOW
-                    score = tl.div_rn(score, temperature) + _gumbel_tile(seed, row_keys, v0, BLOCK_V)
+                    score = tl.div_rn(score, temperature)  # before the noise: the order keeps registers in budget
+                    if SHARDED:
+                        score = score + _gumbel_tile_at(seed, row_keys, v0 + v_offset, BLOCK_V)
+                    else:
+                        score = score + _gumbel_tile(seed, row_keys, v0, BLOCK_V)
                     score = tl.where(col_ok[None, :], score, float("-inf"))
                 tile_best = tl.max(score, axis=1)
                 better = tile_best > best
@@ -243,18 +255,23 @@ def _mlm_combine_kernel(part_max_ptr, part_other_ptr, part_gold_ptr, part_best_p
 
 @triton.jit
 def _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr, rows, live, alpha, gamma, delta,
-             cols, col_ok, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index, HAS_WEIGHT: tl.constexpr,
-             HAS_BIAS: tl.constexpr, HAS_COMPLEMENT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
-             BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
+             cols, col_ok, V, V_all, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index,
+             HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_COMPLEMENT: tl.constexpr, SHARDED: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """``(dz, live)``: the fp32 ``[BLOCK_N, BLOCK_V]`` tile of ``α·softmax - γ·onehot(gold) - δ/V`` (per-row
     coefficients; 0 off ``live``, selected out, so a NaN there reaches nothing), and ``live`` less the rows whose
-    label is ``ignore_index`` or out of ``[0, V)`` (flagged).
+    label is ``ignore_index`` or out of ``[0, V)`` (flagged).  ``SHARDED``: the head is a block of a vocabulary of
+    ``V_all`` ids; the labels are the launcher's indices into it (``V`` where the gold id is another block's,
+    ``ignore_index`` = -1 on rows without one), ``lse`` and ``complement`` are the whole row's.
 
     The gold entry is ``α·(p_gold - 1) + (α - γ)``; ``HAS_COMPLEMENT``: ``-α·complement + (α - γ)`` with the
     forward's ``complement = 1 - p(gold)`` (summed over the other ids, exact when p(gold) → 1, where
     ``exp(z_gold - lse) - 1`` cancels to 0)."""
     gold = tl.load(labels_ptr + rows, mask=live, other=ignore_index)
-    live = _check_ids(flags_ptr, gold, live & (gold != ignore_index), V, BAD_LABELS)
+    if SHARDED:  # this head's indices from the launcher (another block's gold: V, no column); nothing is dereferenced
+        live = live & (gold != ignore_index)
+    else:
+        live = _check_ids(flags_ptr, gold, live & (gold != ignore_index), V, BAD_LABELS)
     lse = tl.load(lse_ptr + rows, mask=live, other=0.0)
     z = _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, live, col_ok, E, stride_hn, stride_he,
                     stride_wv, stride_we, HAS_WEIGHT, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
@@ -265,14 +282,18 @@ def _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr
     else:
         gold_minus_one = p - 1.0  # read on the gold entry only
     gold_entry = alpha[:, None] * gold_minus_one + (alpha - gamma)[:, None]
-    dz = tl.where(is_gold, gold_entry, alpha[:, None] * p) - (delta / V)[:, None]
+    if SHARDED:
+        dz = tl.where(is_gold, gold_entry, alpha[:, None] * p) - (delta / V_all)[:, None]
+    else:
+        dz = tl.where(is_gold, gold_entry, alpha[:, None] * p) - (delta / V)[:, None]
     return tl.where(live[:, None] & col_ok[None, :], dz, 0.0), live
 
 
 @triton.jit
 def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, complement_ptr, coef_ptr, dh_ptr, dw_ptr,
                     db_ptr, tiles_ptr, flags_ptr, N, V, E, stride_hn, stride_he, stride_wv, stride_we, ignore_index,
-                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_COMPLEMENT: tl.constexpr,
+                    V_all, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_COMPLEMENT: tl.constexpr,
+                    SHARDED: tl.constexpr,
                     WANT_DH: tl.constexpr, WANT_DW: tl.constexpr, WANT_DB: tl.constexpr, COUNT_TILES: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_E: tl.constexpr, GROUP_N: tl.constexpr,
                     DOT_PRECISION: tl.constexpr):
@@ -309,9 +330,9 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, complem
         cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         col_ok = cols < V
         dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr, rows, live, alpha,
-                            gamma, delta, cols, col_ok, V, E, stride_hn, stride_he, stride_wv, stride_we,
-                            ignore_index, HAS_WEIGHT, HAS_BIAS, HAS_COMPLEMENT, BLOCK_N, BLOCK_V, BLOCK_E,
-                            DOT_PRECISION)
+                            gamma, delta, cols, col_ok, V, V_all, E, stride_hn, stride_he, stride_wv,
+                            stride_we, ignore_index, HAS_WEIGHT, HAS_BIAS, HAS_COMPLEMENT, SHARDED, BLOCK_N,
+                            BLOCK_V, BLOCK_E, DOT_PRECISION)
         tl.store(dh_ptr + rows.to(tl.int64)[:, None] * V + cols[None, :], dz.to(dh_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & col_ok[None, :])
     else:
@@ -321,9 +342,9 @@ def _mlm_bwd_kernel(h_ptr, w_ptr, b_ptr, labels_ptr, order_ptr, lse_ptr, complem
             cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
             col_ok = cols < V
             dz, live = _dz_tile(h_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, complement_ptr, flags_ptr, rows, live,
-                                alpha, gamma, delta, cols, col_ok, V, E, stride_hn, stride_he, stride_wv, stride_we,
-                                ignore_index, HAS_WEIGHT, HAS_BIAS, HAS_COMPLEMENT, BLOCK_N, BLOCK_V, BLOCK_E,
-                                DOT_PRECISION)
+                                alpha, gamma, delta, cols, col_ok, V, V_all, E, stride_hn, stride_he,
+                                stride_wv, stride_we, ignore_index, HAS_WEIGHT, HAS_BIAS, HAS_COMPLEMENT, SHARDED,
+                                BLOCK_N, BLOCK_V, BLOCK_E, DOT_PRECISION)
             if WANT_DB:
                 # relaxed: plain fire-and-forget reductions (red.global); the default acq_rel would fence each one
                 tl.atomic_add(db_ptr + cols, tl.sum(dz, axis=0), mask=col_ok, sem="relaxed")

@@ -66,6 +66,27 @@ def _gumbel_tile(seed, rows, v0, BLOCK_V: tl.constexpr):
 
 
 @triton.jit
+def _gumbel_tile_at(seed, rows, g0, BLOCK_V: tl.constexpr):
+    """``_gumbel_tile``'s noise for ids ``g0 + arange(BLOCK_V)`` with ``g0`` any id (a vocabulary block may start
+    anywhere): one Philox call per id, at its quad, keeping the id's lane of the four words (4× the Philox work)."""
+    ids = g0 + tl.arange(0, BLOCK_V)
+    offset = (rows.to(tl.int64)[:, None] << 32) | (ids // 4).to(tl.int64)[None, :]
+    r0, r1, r2, r3 = tl.randint4x(seed, offset)
+    lane = (ids % 4)[None, :]
+    return _words_to_gumbel(tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3))))
+
+
+@triton.jit
+def _words_to_gumbel(words):
+    """Philox words to Gumbel noise ``-log(-log u)``, as ``tnops.random`` maps them."""
+    x = words.to(tl.int32, bitcast=True)
+    x = tl.where(x < 0, ~x, x)
+    u = x.to(tl.float32) * UNIFORM_SCALE
+    u = tl.minimum(tl.maximum(u, U_MIN), U_MAX)
+    return -tl.log(-tl.log(u))
+
+
+@triton.jit
 def _logit_tile(h_ptr, w_ptr, b_ptr, rows, cols, row_ok, col_ok, E, stride_hn, stride_he, stride_wv, stride_we,
                 HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr,
                 BLOCK_E: tl.constexpr, DOT_PRECISION: tl.constexpr):
