@@ -30,6 +30,7 @@ if [ "$stage" = tests ] || [ "$stage" = all ]; then
   # tiles, config.Target.of).  Their register/spill/shared-memory report under this Triton is still worth keeping.
   $py -m pytest -q -k "not compiles_for_hopper and not compiles_within_every_target" tests/test_ops_triton.py \
     tests/test_ops_triton_logits.py tests/test_triton_rows.py tests/test_triton_targets.py tests/test_triton_inputs.py \
+    tests/test_triton_shard.py \
     tests/test_compile.py tests/test_backends.py tests/test_custom_ops.py tests/test_validation.py 2>&1 \
     | tee "$out/gpu_tests.txt"
   $py -m tnops.ops.compile_check --arch 75 80 86 89 90 2>&1 | grep -v -i warn | tee "$out/compile_check.txt"

@@ -86,7 +86,7 @@ def _coefficients(labels):
     """Random per-row (α, γ, δ) float64 ``[3, N]``, α = γ on every third row, 0 on ignored rows."""
     n, g = labels.shape[0], torch.Generator().manual_seed(1)
     coef = torch.stack([torch.rand(n, generator=g, dtype=torch.float64) + 0.5, torch.ones(n, dtype=torch.float64),
-                        torch.rand(n, generator=g, dtype=torch.float64) * 0.1])
+                        torch.rand(n, generator=g, dtype=torch.float64) * 0.1]).to(labels.device)
     coef[0, 1::3] = coef[1, 1::3]  # α = γ: plain cross-entropy rows
     coef[:, labels == -100] = 0
     return coef

@@ -8,7 +8,7 @@ tiny shapes with tiles small enough for several vocabulary tiles and splits.
 import pytest
 import torch
 from test_native_shard import OPTIONS, _block_dz, _coefficients
-from test_ops_triton import pytestmark  # noqa: F401 (skips without Triton or the interpreter)
+from test_ops_triton import DEVICE, pytestmark  # noqa: F401 (skips without a GPU or the interpreter)
 
 from tnops import distributed
 from tnops.ops.config import head_config
@@ -29,7 +29,7 @@ def _inputs():
     bias = torch.randn(V, generator=g) * 0.1
     labels = torch.randint(0, V, (N,), generator=g)
     labels[::5] = -100
-    return torch.randn(N, E, generator=g), weight, bias, labels
+    return tuple(t.to(DEVICE) for t in (torch.randn(N, E, generator=g), weight, bias, labels))
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: f"{b[0]}-{b[1]}")
@@ -37,7 +37,7 @@ def _inputs():
 def test_block_statistics_match_the_torch_path(block, name):
     options = OPTIONS[name]
     hidden, weight, bias, labels = _inputs()
-    keys = torch.arange(N) * 3 + 1
+    keys = torch.arange(N, device=DEVICE) * 3 + 1
     lo, hi = block
     stats, ids = block_statistics(hidden, weight[lo:hi], bias[lo:hi], labels, v_offset=lo, vocab_all=V,
                                   prediction=options.prediction, temperature=options.temperature,
@@ -62,7 +62,8 @@ def test_given_logits_block():
     lo, hi = 45, 230
     stats, ids = block_statistics(logits[:, lo:hi], None, None, labels, v_offset=lo, vocab_all=V, prediction="sample",
                                   temperature=options.temperature, seed=options.seed, config=_config())
-    want_stats, want_ids = distributed._shard_stats_torch(logits[:, lo:hi], None, None, labels, torch.arange(N),
+    want_stats, want_ids = distributed._shard_stats_torch(logits[:, lo:hi], None, None, labels,
+                                                          torch.arange(N, device=DEVICE),
                                                           options, options.seed, lo, V)
     masked = labels != -100
     assert torch.equal(ids[masked], want_ids[masked])
@@ -72,7 +73,7 @@ def test_given_logits_block():
 @pytest.mark.parametrize("block", BLOCKS[1:], ids=lambda b: f"{b[0]}-{b[1]}")
 def test_block_backward_under_the_global_lse(block):
     hidden, weight, bias, labels = _inputs()
-    coef = _coefficients(labels)
+    coef = _coefficients(labels).to(DEVICE)
     z = torch.nn.functional.linear(hidden.double(), weight.double(), bias.double())
     dz, lse, p_other = _block_dz(z, labels, coef, block, V)
     lo, hi = block
@@ -90,8 +91,8 @@ def test_block_backward_on_confident_rows():
     labels[::5] = -100
     z = torch.randn(N, V, generator=g, dtype=torch.float64)
     z[torch.arange(N), labels.clamp(min=0)] += 30.0
-    z = z.float().double()
-    coef = _coefficients(labels)
+    z, labels = z.float().double().to(DEVICE), labels.to(DEVICE)
+    coef = _coefficients(labels).to(DEVICE)
     coef[2] = 0
     lo, hi = 45, 230
     dz, lse, p_other = _block_dz(z, labels, coef, (lo, hi), V)
@@ -109,7 +110,7 @@ def test_block_errors_are_named():
     bad[1] = V
     with pytest.raises(ValueError, match=r"labels: expected ids in \[0, 300\) or ignore_index=-100"):
         block_statistics(hidden, weight[:100], bias[:100], bad, v_offset=0, vocab_all=V, config=_config())
-    lse, coef = torch.zeros(N), torch.ones(3, N)
+    lse, coef = torch.zeros(N, device=DEVICE), torch.ones(3, N, device=DEVICE)
     with pytest.raises(ValueError, match=r"labels: expected ids in \[0, 300\)"):
         mlm_head_backward(hidden, weight[:100], bias[:100], bad.clamp(min=0), lse, coef, config=_config(),
                           v_offset=0, vocab_all=V)
