@@ -63,6 +63,14 @@ struct HeadCall {
 
   // outputs
   at::Tensor nll, lse, zmean, predictions, corrected, d_inputs, d_weight, d_bias;
+
+  // The head's operands (weight and bias already contiguous or undefined).
+  void set_operands(const at::Tensor& in, const at::Tensor& w, const at::Tensor& b, const at::Tensor& y) {
+    inputs = in.contiguous();
+    weight = w;
+    bias = b;
+    labels = y.contiguous();
+  }
   at::Tensor stats, best_ids;  // vocabulary-parallel forward: [5, N] (max, other, gold logit, Σ z, best score), [N]
 
   // The rows that carry work (forward: label != ignore_index; backward: a coefficient != 0), every index they
@@ -322,10 +330,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> mlm_h
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_head_native", [&] {
     HeadCall<scalar_t> call;
-    call.inputs = inputs.contiguous();
-    call.weight = weight;
-    call.bias = bias;
-    call.labels = labels.contiguous();
+    call.set_operands(inputs, weight, bias, labels);
     call.row_ids = row_ids.defined() ? row_ids.contiguous() : row_ids;
     call.offsets = contiguous_or_undefined(offsets_opt);
     call.syn_ids = contiguous_or_undefined(syn_ids_opt);
@@ -372,10 +377,7 @@ Grads mlm_head_native_backward(const Tensor& inputs, const std::optional<Tensor>
     using acc_t = typename HeadCall<scalar_t>::acc_t;
     const auto acc_type = std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat;
     HeadCall<scalar_t> call;
-    call.inputs = inputs.contiguous();
-    call.weight = weight;
-    call.bias = bias;
-    call.labels = labels.contiguous();
+    call.set_operands(inputs, weight, bias, labels);
     call.options = Options{false, 1.0, false, std::numeric_limits<int64_t>::min(), 0u, 0u};
     call.backward = true;
     call.lse_in = lse.to(acc_type).contiguous();
@@ -413,10 +415,7 @@ std::tuple<Tensor, Tensor> mlm_shard_stats_native(
   std::tuple<Tensor, Tensor> out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, inputs.scalar_type(), "mlm_shard_stats_native", [&] {
     HeadCall<scalar_t> call;
-    call.inputs = inputs.contiguous();
-    call.weight = weight;
-    call.bias = bias;
-    call.labels = labels.contiguous();
+    call.set_operands(inputs, weight, bias, labels);
     call.row_ids = row_ids;
     call.options = Options{sample, temperature, disallow_correct, ignore_index, static_cast<uint32_t>(useed),
                            static_cast<uint32_t>(useed >> 32)};
