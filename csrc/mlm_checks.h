@@ -1,5 +1,5 @@
-// The argument checks of the fused head's ops (csrc/mlm_head_cpu.cpp, its only includer): shapes, dtypes and
-// devices of every argument a kernel reads, TypeError for a dtype and ValueError otherwise, each naming the
+// The argument checks of the fused head's ops (csrc/mlm_head_cpu.cpp; HeadCall in mlm_head_call.h): shapes, dtypes
+// and devices of every argument a kernel reads, TypeError for a dtype and ValueError otherwise, each naming the
 // argument.  The values of the indices are checked in HeadCall::rows_to_visit, before any GEMM or write.
 #pragma once
 

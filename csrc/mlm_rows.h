@@ -1,4 +1,4 @@
-// The per-row loops of the fused head (csrc/mlm_head_cpu.cpp, its only includer): the softmax exponential,
+// The per-row loops of the fused head (HeadCall in csrc/mlm_head_call.h, their only includer): the softmax exponential,
 // Gumbel noise blocks, max (+ sum) / first-argmax, widening half rows, forming and scaling a row of dz, and
 // row_pass, which runs them over one row.
 // Written once as inline templates, instantiated as multiversioned float functions (the hot path) and plain
