@@ -8,11 +8,16 @@
     the SR backward (its forward, the cosine terms, is part of the head's combine kernel).
 ``rtd_kernels.py`` / ``rtd.py``
     ELECTRA's replaced-token-detection BCE with the hard-correction label flip, loss and gradient in one pass.
+``vocab_block.py``
+    the forward kernel on one block of the vocabulary (``block_statistics``): a rank of the vocabulary-parallel
+    loss (``tnops.distributed``); its backward is ``mlm_head_backward(..., v_offset=, vocab_all=)``.
 ``config.py``
-    tiles and warps (``head_config``) and what the kernels can compute (``refusal``, ``check_inputs``).
+    the GPU as the tiles see it (``Target``: compute capability, shared memory per block), tiles, warps and
+    stages per target (``head_config``), what the kernels can compute (``refusal``, ``gpu_refusal``,
+    ``check_inputs``) and the device guard of every launcher (``on_inputs_device``).
 ``compile_check.py``
-    ``python -m tnops.ops.compile_check``: builds every kernel for a GPU target without a GPU, reports
-    registers and spills.
+    ``python -m tnops.ops.compile_check --arch 75 80 86 89 90``: builds every kernel for GPU targets without a
+    GPU, reports shared memory, registers and spills, and fails a kernel over the target's shared memory.
 
 Production reaches the launchers only through ``tnops/backends/triton.py`` (behind the ``tnops::`` custom ops).
 Nothing is imported here: importing ``tnops.ops.config`` must work without Triton installed.
