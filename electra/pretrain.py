@@ -173,8 +173,8 @@ def _run(args) -> int:
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:
         last = {key: math.nan if value is None else value for key, value in (summary["last"] or {}).items()}
-        print(f"step {summary['step']}: loss {last.get('loss', math.nan):.4f}, "
-              f"correction rate {100 * last.get('correction_rate', math.nan):.2f} %")
+        # the correction rates are those of the run and its last window below: one step's is mostly 0 or 1 token
+        print(f"step {summary['step']}: loss {last.get('loss', math.nan):.4f}")
         history = summary.get("history") or []
         corrected, masked = sum(r.get("corrected", 0) for r in history), sum(r.get("masked", 0) for r in history)
         if masked:
