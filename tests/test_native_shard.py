@@ -9,7 +9,8 @@ maths; the 2- and 3-rank runs of tests/test_distributed.py check the whole path 
 import pytest
 import torch
 
-from tnops import backends, distributed
+from tnops import backends, distributed_kernels
+from tnops.distributed_kernels import block_statistics_torch as torch_stats
 from tnops.options import MLMOptions
 
 pytestmark = pytest.mark.skipif(backends.unavailable_reason("native") is not None,
@@ -52,13 +53,13 @@ def test_block_statistics_match_the_torch_path(block, name):
     keys = torch.arange(N) * 3 + 1
     stats, ids = _stats(hidden, weight, bias, labels, options, block, keys)
     lo, hi = block
-    want_stats, want_ids = distributed._shard_stats_torch(hidden, weight[lo:hi], bias[lo:hi], labels, keys, options,
+    want_stats, want_ids = torch_stats(hidden, weight[lo:hi], bias[lo:hi], labels, keys, options,
                                                           options.seed or 0, lo, V)
     masked = labels != -100
     assert torch.equal(ids[masked], want_ids[masked])  # the same noise, the same winner, bit for bit
     assert ((ids[masked] >= lo) & (ids[masked] < hi)).all()
     # float64: max, Σ_{v≠gold} exp(z − max), gold logit (0: another block's), Σ z, best score
-    exact, _ = distributed._shard_stats_torch(hidden.double(), weight[lo:hi].double(), bias[lo:hi].double(), labels,
+    exact, _ = torch_stats(hidden.double(), weight[lo:hi].double(), bias[lo:hi].double(), labels,
                                               keys, options, options.seed or 0, lo, V)
     for k in range(4):
         torch.testing.assert_close(stats[k, masked].double(), exact[k, masked], rtol=1e-5,
@@ -75,7 +76,7 @@ def test_given_logits_block():
     lo, hi = 301, 1003
     stats, ids = torch.ops.tnops.mlm_shard_stats_native(logits[:, lo:hi], None, None, labels, None, 11, True, 0.7,
                                                         False, -100, lo, V, 64)
-    want_stats, want_ids = distributed._shard_stats_torch(logits[:, lo:hi], None, None, labels, torch.arange(N),
+    want_stats, want_ids = torch_stats(logits[:, lo:hi], None, None, labels, torch.arange(N),
                                                           options, 11, lo, V)
     masked = labels != -100
     assert torch.equal(ids[masked], want_ids[masked])
@@ -173,11 +174,11 @@ def test_block_errors_are_named():
 def test_default_backend_of_the_vocabulary_parallel_path(monkeypatch):
     """On CPU the native kernels serve by default; a backend without block kernels is refused by name."""
     monkeypatch.delenv("TNOPS_BACKEND", raising=False)
-    assert distributed.shard_backend(torch.device("cpu"), torch.float32, None) == "native"
-    assert distributed.shard_backend(torch.device("cpu"), torch.float32, "torch") == "torch"
+    assert distributed_kernels.shard_backend(torch.device("cpu"), torch.float32, None) == "native"
+    assert distributed_kernels.shard_backend(torch.device("cpu"), torch.float32, "torch") == "torch"
     with pytest.raises(ValueError, match=r"backend: a vocabulary-parallel loss \(process_group\) runs the kernels "
                                          r"of one of torch, native, triton; got 'reference'"):
-        distributed.shard_backend(torch.device("cpu"), torch.float32, "reference")
+        distributed_kernels.shard_backend(torch.device("cpu"), torch.float32, "reference")
     monkeypatch.setenv("TNOPS_BACKEND", "reference")
     with pytest.raises(ValueError, match="TNOPS_BACKEND: a vocabulary-parallel loss"):
-        distributed.shard_backend(torch.device("cpu"), torch.float32, None)
+        distributed_kernels.shard_backend(torch.device("cpu"), torch.float32, None)

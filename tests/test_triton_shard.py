@@ -10,7 +10,7 @@ import torch
 from test_native_shard import OPTIONS, _block_dz, _coefficients
 from test_ops_triton import DEVICE, pytestmark  # noqa: F401 (skips without a GPU or the interpreter)
 
-from tnops import distributed
+from tnops.distributed_kernels import block_statistics_torch as torch_stats
 from tnops.ops.config import head_config
 from tnops.ops.mlm_head import mlm_head_backward
 from tnops.ops.vocab_block import block_statistics
@@ -43,11 +43,11 @@ def test_block_statistics_match_the_torch_path(block, name):
                                   prediction=options.prediction, temperature=options.temperature,
                                   disallow_correct=options.disallow_correct, seed=options.seed or 0, row_ids=keys,
                                   config=_config())
-    want_stats, want_ids = distributed._shard_stats_torch(hidden, weight[lo:hi], bias[lo:hi], labels, keys, options,
+    want_stats, want_ids = torch_stats(hidden, weight[lo:hi], bias[lo:hi], labels, keys, options,
                                                           options.seed or 0, lo, V)
     masked = labels != -100
     assert torch.equal(ids[masked], want_ids[masked])  # the same noise, the same winner, bit for bit
-    exact, _ = distributed._shard_stats_torch(hidden.double(), weight[lo:hi].double(), bias[lo:hi].double(), labels,
+    exact, _ = torch_stats(hidden.double(), weight[lo:hi].double(), bias[lo:hi].double(), labels,
                                               keys, options, options.seed or 0, lo, V)
     for k in range(4):  # max, Σ_{v≠gold} exp(z − max), gold logit (0: another block's), Σ z
         torch.testing.assert_close(stats[k, masked].double(), exact[k, masked], rtol=1e-5,
@@ -62,7 +62,7 @@ def test_given_logits_block():
     lo, hi = 45, 230
     stats, ids = block_statistics(logits[:, lo:hi], None, None, labels, v_offset=lo, vocab_all=V, prediction="sample",
                                   temperature=options.temperature, seed=options.seed, config=_config())
-    want_stats, want_ids = distributed._shard_stats_torch(logits[:, lo:hi], None, None, labels,
+    want_stats, want_ids = torch_stats(logits[:, lo:hi], None, None, labels,
                                                           torch.arange(N, device=DEVICE),
                                                           options, options.seed, lo, V)
     masked = labels != -100

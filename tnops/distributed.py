@@ -15,21 +15,20 @@ the global table, and the loss is composed from the statistics exactly as ``tnop
 smoothing and z-loss included).  The backward recomputes the shard's logits chunk by chunk with the global ``lse``,
 forms ``dz = α·softmax − γ·onehot(gold) − δ/V`` on its ids, and all-reduces the ``[N, E]`` partial ``d hidden``.
 Nothing of size N·V is gathered.  SR reads the gold and predicted rows of the (sharded) embedding through one
-all-reduce of ``[N, E']``.  The kernels (``shard_backend``): the native ops on CPU where they are built (a block's
-statistics in one fused pass, ``tnops::mlm_shard_stats_native``; its gradients under the global lse,
-``tnops::mlm_head_native_backward`` with ``vocab_start``/``vocab_all``), the torch backend's maths elsewhere (CUDA
-included); gloo on CPU, NCCL on GPU; eager.
+all-reduce of ``[N, E']``; with SR on the weight block (the default) the SR rows are computed with the statistics
+and their gradient added into ``d weight`` (no ``[V_k, E]`` SR gradient).  The kernels of each block
+(``tnops.distributed_kernels``): the native ops on CPU where they are built, the Triton kernels on CUDA (falling back
+to torch where they cannot run), the torch backend's maths elsewhere; gloo on CPU, NCCL on GPU; eager.
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 import torch.distributed as dist
 
-from tnops import _ops, backends, losses, reference
+from tnops import _ops, losses, reference
 from tnops import random as tn_random
-from tnops.backends import native, triton_fallback
+from tnops.backends import triton_fallback
+from tnops.distributed_kernels import block_backward, block_statistics, shard_backend
 from tnops.options import MLMOptions
 from tnops.outputs import MLMLossOutput
 
@@ -86,98 +85,14 @@ def _all_reduce(t, op, group):
     return t
 
 
-KERNELS = ("torch", "native", "triton")  # the backends whose kernels take a vocabulary block
-
-
-def shard_backend(device: torch.device, dtype: torch.dtype, backend: str | None) -> str:
-    """The kernels of the vocabulary-parallel path for these tensors: by default the device's default backend
-    (``native`` on CPU where it is built; on CUDA ``triton-or-torch``: Triton, falling back to torch with one warning
-    where it cannot run), else ``torch``; a named backend (``backend=`` or ``TNOPS_BACKEND``) must be one of
-    ``KERNELS``."""
-    if backend is None and backends.requested_backend() is None:
-        name = backends.select(device, dtype)
-        return name if name in KERNELS + ("triton-or-torch",) else "torch"
-    name = backends.select(device, dtype, backend)
-    if name not in KERNELS:
-        source = "backend" if backend is not None else "TNOPS_BACKEND"
-        raise ValueError(f"{source}: a vocabulary-parallel loss (process_group) runs the kernels of one of "
-                         f"{', '.join(KERNELS)}; got {name!r}")
-    return name
-
-
-def _seed_arg(seed: int) -> int:
-    return seed - 2**64 if seed >= 2**63 else seed
-
-
-def _shard_stats(kernels, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab):
-    """``(stats [5, N], best_id [N])`` of this rank's block (``_shard_stats_torch``'s layout) by ``kernels``."""
-    if kernels == "native":
-        rows_k = hidden.shape[1] if weight is None else weight.shape[0]
-        return torch.ops.tnops.mlm_shard_stats_native(
-            hidden, weight, bias, labels, row_keys, _seed_arg(seed), options.prediction == "sample",
-            options.temperature, options.disallow_correct, options.ignore_index, start, vocab,
-            native.chunk_rows(rows_k))
-    torch_call = functools.partial(_shard_stats_torch, hidden, weight, bias, labels, row_keys, options, seed, start,
-                                   vocab)
-    if kernels == "torch":
-        return torch_call()
-    from tnops.ops.vocab_block import block_statistics
-
-    def triton_call():
-        return block_statistics(hidden, weight, bias, labels, v_offset=start, vocab_all=vocab,
-                                prediction=options.prediction, temperature=options.temperature,
-                                disallow_correct=options.disallow_correct, seed=seed,
-                                ignore_index=options.ignore_index, row_ids=row_keys)
-    if kernels == "triton":
-        return triton_call()
-    return triton_fallback.run_or_fall_back("mlm", hidden.device, hidden.dtype, triton_call, torch_call)
-
-
-def _shard_stats_torch(hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab):
-    """``stats [5, N]`` (the block's max, Σ_{v≠gold} exp(z − max), gold logit (0: another block's), Σ z, best score)
-    and ``best_id [N]`` (global) of this rank's vocabulary block, with torch ops, chunk by chunk."""
-    cdt = losses.compute_dtype(hidden.dtype)
-    n = labels.shape[0]
-    rows_k = hidden.shape[1] if weight is None else weight.shape[0]  # weight None: hidden is [N, V_k] logits
-    device = hidden.device
-    masked = labels != options.ignore_index
-    local_gold = labels - start
-    own = masked & (local_gold >= 0) & (local_gold < rows_k)
-    stats = torch.zeros(5, n, dtype=cdt, device=device)  # max, other, gold logit, Σ z, best score
-    best_id = torch.full((n,), vocab, dtype=torch.int64, device=device)
-    w = None if weight is None else weight.to(cdt)
-    b = None if bias is None else bias.to(cdt)
-    step = backends.chunk_rows(rows_k)
-    for r0 in range(0, n, step):
-        rows = slice(r0, r0 + step)
-        z = _logits(hidden[rows], w, b, masked[rows], cdt)
-        gold = torch.where(own[rows], local_gold[rows], 0)
-        m = z.max(1).values
-        e = torch.exp(z - m[:, None])
-        e_gold = e.gather(1, gold[:, None]).squeeze(1)
-        stats[0, rows], stats[3, rows] = m, z.sum(1)
-        e.scatter_(1, gold[:, None], torch.where(own[rows], 0, e_gold)[:, None])  # the gold id summed apart
-        stats[1, rows] = e.sum(1)
-        stats[2, rows] = torch.where(own[rows], z.gather(1, gold[:, None]).squeeze(1), 0)
-        scores = z
-        if options.prediction == "sample":
-            noise = tn_random.gumbel(seed, row_keys[rows], vocab, start, start + rows_k).to(cdt)
-            scores = z / options.temperature + noise
-        if options.disallow_correct:
-            scores = torch.where(own[rows, None] & (torch.arange(rows_k, device=device) == gold[:, None]),
-                                 float("-inf"), scores)
-        best, index = scores.max(1)
-        stats[4, rows], best_id[rows] = best, index + start
-    return stats, best_id
-
-
 class _ShardStatistics(torch.autograd.Function):
     """Per-row ``nll, lse, zmean`` (differentiable) and ``predictions`` of the vocabulary-sharded head."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab, group, kernels):
+    def forward(ctx, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab, group, kernels,
+                sr_block):
         masked = labels != options.ignore_index
-        stats, best_id = _shard_stats(kernels, hidden, weight, bias, labels, row_keys, options, seed, start, vocab)
+        stats, best_id = block_statistics(kernels, hidden, weight, bias, labels, row_keys, options, seed, start, vocab)
         m_all = _all_reduce(stats[0].clone(), dist.ReduceOp.MAX, group)
         scaled = stats[1:4].clone()
         scaled[0] *= torch.exp(stats[0] - m_all)
@@ -195,84 +110,76 @@ class _ShardStatistics(torch.autograd.Function):
         nll, lse, zmean = (torch.where(masked, t, zero) for t in (nll, lse, z_sum / vocab))
         predictions = torch.where(masked, predictions, options.ignore_index)
         empty = hidden.new_empty(0)
+        sr, sr_table = empty, empty
+        if sr_block:  # SR on this rank's weight block: 1 − cos per row, its gradient added into d weight
+            sr, sr_table = _sr_block_rows(weight, labels, predictions, masked, start, group)
+            ctx.sr_ids, ctx.sr_live = _sr_ids(labels, predictions, masked)
         ctx.save_for_backward(hidden, empty if weight is None else weight, empty if bias is None else bias, labels, lse,
-                              p_other)
+                              p_other, sr_table)
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         ctx.start, ctx.vocab, ctx.group, ctx.kernels = start, vocab, group, kernels
         ctx.ignore_index = options.ignore_index
         ctx.mark_non_differentiable(predictions)
-        return nll, lse, zmean, predictions
+        return nll, lse, zmean, predictions, sr
 
     @staticmethod
-    def backward(ctx, g_nll, g_lse, g_zmean, _g_pred):
-        hidden, weight, bias, labels, lse, p_other = ctx.saved_tensors
+    def backward(ctx, g_nll, g_lse, g_zmean, _g_pred, g_sr):
+        hidden, weight, bias, labels, lse, p_other, sr_table = ctx.saved_tensors
         cdt = lse.dtype
         masked = labels != ctx.ignore_index
         zero = torch.zeros_like(lse)
         g_nll, g_lse, g_zmean = (zero if g is None else torch.where(masked, g.to(cdt), 0)
                                  for g in (g_nll, g_lse, g_zmean))
-        alpha, gamma, delta = g_nll + g_lse, g_nll, -g_zmean
         kernels = ctx.kernels
         if kernels == "triton-or-torch":  # the forward's Triton launch failed here before: torch's maths
             kernels = "torch" if triton_fallback.failure("mlm", hidden.device, hidden.dtype) else "triton"
-        if kernels == "triton":
-            from tnops.ops.mlm_head import mlm_head_backward
-
-            want = ctx.needs_input_grad[:3]
-            grads = mlm_head_backward(hidden, weight if ctx.has_weight else None, bias if ctx.has_bias else None,
-                                      labels, lse.float(), torch.stack([alpha, gamma, delta]).float(),
-                                      gold_complement=p_other.float(), want=want, ignore_index=ctx.ignore_index,
-                                      v_offset=ctx.start, vocab_all=ctx.vocab)
-            if ctx.has_weight and grads[0] is not None:  # every rank's columns add to d hidden (fp32)
-                _all_reduce(grads[0], dist.ReduceOp.SUM, ctx.group)
-            d_hidden, d_weight, d_bias = (None if g is None or not w else g.to(t.dtype)
-                                          for g, w, t in zip(grads, want, (hidden, weight, bias)))
-            return d_hidden, d_weight, d_bias, None, None, None, None, None, None, None, None
-        if kernels == "native":
-            want = ctx.needs_input_grad[:3]
-            d_hidden, d_weight, d_bias = (g if w else None for g, w in zip(torch.ops.tnops.mlm_head_native_backward(
-                hidden, weight if ctx.has_weight else None, bias if ctx.has_bias else None, labels, lse,
-                torch.stack([alpha, gamma, delta]), *want, native.chunk_rows(
-                    weight.shape[0] if ctx.has_weight else hidden.shape[1]), p_other, ctx.start, ctx.vocab), want))
-            if ctx.has_weight and d_hidden is not None:  # every rank's columns add to d hidden
-                _all_reduce(d_hidden, dist.ReduceOp.SUM, ctx.group)
-            return d_hidden, d_weight, d_bias, None, None, None, None, None, None, None, None
-        rows_k = weight.shape[0] if ctx.has_weight else hidden.shape[1]
-        local_gold = labels - ctx.start
-        own = masked & (local_gold >= 0) & (local_gold < rows_k)
-        w = weight.to(cdt) if ctx.has_weight else None
-        b = bias.to(cdt) if ctx.has_bias else None
-        d_hidden = torch.zeros(hidden.shape, dtype=cdt, device=hidden.device)
-        d_weight = torch.zeros_like(w) if ctx.has_weight else None
-        d_bias = torch.zeros(rows_k, dtype=cdt, device=hidden.device) if ctx.has_bias else None
-        step = backends.chunk_rows(rows_k)
-        for r0 in range(0, labels.shape[0], step):
-            rows = slice(r0, r0 + step)
-            live = masked[rows]
-            z = _logits(hidden[rows], w, b, live, cdt)
-            dz = torch.exp(z - lse[rows, None]) * alpha[rows, None] - (delta[rows] / ctx.vocab)[:, None]
-            gold = torch.where(own[rows], local_gold[rows], 0)
-            dz.scatter_add_(1, gold[:, None], torch.where(own[rows], -gamma[rows], 0)[:, None])
-            dz = torch.where(live[:, None], dz, 0)
-            if w is None:  # given logits: d logits is dz itself, this rank's columns
-                d_hidden[rows] = dz
-                continue
-            d_hidden[rows] = dz @ w
-            d_weight.addmm_(dz.T, torch.where(live[:, None], hidden[rows].to(cdt), 0))
-            if d_bias is not None:
-                d_bias += dz.sum(0)
-        if w is not None:  # every rank's columns add to d hidden
-            _all_reduce(d_hidden, dist.ReduceOp.SUM, ctx.group)
-        return (d_hidden.to(hidden.dtype), None if w is None else d_weight.to(weight.dtype),
-                None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None, None, None, None, None)
+        want = ctx.needs_input_grad[:3]
+        grads = block_backward(kernels, hidden, weight if ctx.has_weight else None, bias if ctx.has_bias else None,
+                               labels, lse, p_other, torch.stack([g_nll + g_lse, g_nll, -g_zmean]), want,
+                               ctx.ignore_index, ctx.start, ctx.vocab)
+        if ctx.has_weight and grads[0] is not None:  # every rank's columns add to d hidden
+            _all_reduce(grads[0], dist.ReduceOp.SUM, ctx.group)
+        d_hidden, d_weight, d_bias = (None if g is None or not w else g.to(t.dtype)
+                                      for g, w, t in zip(grads, want, (hidden, weight, bias)))
+        if sr_table.numel() and g_sr is not None and d_weight is not None:  # SR on the weight block: its rows
+            _sr_rows_backward_add_(d_weight, sr_table, ctx.sr_ids, ctx.sr_live, g_sr, ctx.start)
+        return d_hidden, d_weight, d_bias, None, None, None, None, None, None, None, None, None
 
 
-def _logits(inputs, w, b, live, cdt):
-    """A chunk's ``[R, V_k]`` logits in the compute dtype (rows not ``live`` selected to zeros / the bias)."""
-    x = torch.where(live[:, None], inputs.to(cdt), 0)
-    if w is None:
-        return x
-    return x @ w.T if b is None else torch.addmm(b, x, w.T)
+def _sr_ids(labels, predictions, masked):
+    """``(ids [2N], live [N])``: the gold then the predicted ids of the SR rows, and which rows have SR."""
+    gold, pred = torch.where(masked, labels, 0), torch.where(masked, predictions, 0)
+    return torch.cat([gold, pred]), masked & (gold != pred)
+
+
+def _sr_block_rows(weight, labels, predictions, masked, start, group):
+    """SR ``1 − cos`` per row with the table this rank's weight block: ``(sr [N], table [2N, E])``, the gold and
+    predicted rows gathered without autograd (their gradient goes into d weight in ``backward``)."""
+    ids, live = _sr_ids(labels, predictions, masked)
+    table = _gather_rows(weight.detach(), ids, start, group)
+    n = labels.shape[0]
+    at = torch.arange(n, device=labels.device)
+    return losses.sr_rows(table, at, at + n, live), table
+
+
+def _sr_rows_backward_add_(d_weight, table, ids, live, g_sr, start):
+    """``d_weight += d(Σ g_sr · sr) / d block`` for the rows of ``_sr_block_rows``: the gradients of the gathered
+    ``[2N, E]`` rows, of which each rank index-adds those it owns (no ``[V_k, E]`` buffer)."""
+    n = live.shape[0]
+    at = torch.arange(n, device=live.device)
+    rows = losses.sr_rows_backward_add_(torch.zeros(table.shape, dtype=losses.compute_dtype(table.dtype),
+                                                    device=table.device), table, at, at + n, live, g_sr)
+    local = ids - start
+    own = (local >= 0) & (local < d_weight.shape[0])
+    d_weight.index_add_(0, local[own], rows[own].to(d_weight.dtype))
+
+
+def _gather_rows(shard, ids, start, group):
+    """Rows ``ids`` of a vocabulary-sharded table (``shard`` holds ids ``[start, start + V_k)``), ``[M, E']`` on every
+    rank: each rank fills the rows it owns, one all-reduce sums them."""
+    local = ids - start
+    own = (local >= 0) & (local < shard.shape[0])
+    return _all_reduce(torch.where(own[:, None], shard[torch.where(own, local, 0)], 0), dist.ReduceOp.SUM, group)
 
 
 class _ShardRows(torch.autograd.Function):
@@ -283,8 +190,7 @@ class _ShardRows(torch.autograd.Function):
     def forward(ctx, shard, ids, start, group):
         local = ids - start
         own = (local >= 0) & (local < shard.shape[0])
-        rows = torch.where(own[:, None], shard[torch.where(own, local, 0)], 0)
-        _all_reduce(rows, dist.ReduceOp.SUM, group)
+        rows = _gather_rows(shard, ids, start, group)
         ctx.save_for_backward(local, own)
         ctx.shape = shard.shape
         return rows
@@ -300,8 +206,8 @@ class _ShardRows(torch.autograd.Function):
 def _sr_rows(sr_embedding, labels, predictions, masked, start, sharded, group):
     gold = torch.where(masked, labels, 0)
     pred = torch.where(masked, predictions, 0)
-    if sharded:
-        a, b = _ShardRows.apply(sr_embedding, gold, start, group), _ShardRows.apply(sr_embedding, pred, start, group)
+    if sharded:  # one gather of both ids: one [V_k, E'] gradient block instead of two and their sum
+        a, b = _ShardRows.apply(sr_embedding, torch.cat([gold, pred]), start, group).split(gold.shape[0])
     else:
         a, b = sr_embedding[gold], sr_embedding[pred]
     rows = reference.cosine_distance(reference.select_rows(masked, a), reference.select_rows(masked, b))
@@ -336,8 +242,12 @@ def vocab_parallel_mlm(hidden, weight, bias, labels, synonyms, sr_embedding, opt
     row_keys = torch.arange(flat_labels.numel(), device=flat_hidden.device) if row_ids is None \
         else row_ids.reshape(-1).long()
     kernels = shard_backend(flat_hidden.device, flat_hidden.dtype, backend)
-    nll, lse, zmean, predictions = _ShardStatistics.apply(flat_hidden, weight, bias, flat_labels, row_keys, options,
-                                                          seed, start, vocab, group, kernels)
+    # SR on this rank's weight block (the default table): computed with the statistics, its gradient added into
+    # d weight there (no [V_k, E] SR gradient); another table: gathered through _ShardRows
+    sr_block = bool(options.sr_weight) and weight is not None and sr_embedding is weight
+    nll, lse, zmean, predictions, sr_rows = _ShardStatistics.apply(flat_hidden, weight, bias, flat_labels, row_keys,
+                                                                   options, seed, start, vocab, group, kernels,
+                                                                   sr_block)
     corrected = torch.zeros_like(masked)
     if synonyms is not None:
         corrected = masked & (predictions != flat_labels) & synonyms.to(flat_labels.device).is_synonym(
@@ -347,7 +257,9 @@ def vocab_parallel_mlm(hidden, weight, bias, labels, synonyms, sr_embedding, opt
     ce_rows = _ops.objective_rows(nll, lse, zmean, kept, (1.0, 0.0) + coefficients[2:])
     z_rows = torch.where(kept, options.z_loss * lse * lse, 0) if options.z_loss else torch.zeros_like(ce_rows)
     ce, z = (losses.reduce_rows(t, kept, options.reduction) for t in (ce_rows, z_rows))
-    if options.sr_weight:
+    if sr_block:
+        sr = losses.reduce_rows(sr_rows, masked, options.reduction)
+    elif options.sr_weight:
         sharded = sr_embedding.shape[0] != vocab  # else the full table
         sr = losses.reduce_rows(_sr_rows(sr_embedding, flat_labels, predictions, masked, start, sharded, group),
                                 masked, options.reduction)
