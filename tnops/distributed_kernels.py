@@ -41,7 +41,7 @@ def _seed_arg(seed: int) -> int:
 
 
 def block_statistics(kernels, hidden, weight, bias, labels, row_keys, options: MLMOptions, seed, start, vocab):
-    """``(stats [5, N], best_id [N])`` of this rank's block (``_shard_stats_torch``'s layout) by ``kernels``."""
+    """``(stats [5, N], best_id [N])`` of this rank's block (``block_statistics_torch``'s layout) by ``kernels``."""
     if kernels == "native":
         rows_k = hidden.shape[1] if weight is None else weight.shape[0]
         return torch.ops.tnops.mlm_shard_stats_native(
@@ -52,13 +52,13 @@ def block_statistics(kernels, hidden, weight, bias, labels, row_keys, options: M
                                    vocab)
     if kernels == "torch":
         return torch_call()
-    from tnops.ops.vocab_block import block_statistics
+    from tnops.ops import vocab_block
 
     def triton_call():
-        return block_statistics(hidden, weight, bias, labels, v_offset=start, vocab_all=vocab,
-                                prediction=options.prediction, temperature=options.temperature,
-                                disallow_correct=options.disallow_correct, seed=seed,
-                                ignore_index=options.ignore_index, row_ids=row_keys)
+        return vocab_block.block_statistics(hidden, weight, bias, labels, v_offset=start, vocab_all=vocab,
+                                            prediction=options.prediction, temperature=options.temperature,
+                                            disallow_correct=options.disallow_correct, seed=seed,
+                                            ignore_index=options.ignore_index, row_ids=row_keys)
     if kernels == "triton":
         return triton_call()
     return triton_fallback.run_or_fall_back("mlm", hidden.device, hidden.dtype, triton_call, torch_call)
