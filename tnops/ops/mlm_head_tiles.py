@@ -57,12 +57,7 @@ def _gumbel_tile(seed, rows, v0, BLOCK_V: tl.constexpr):
     quads = (v0 // 4) + tl.arange(0, BLOCK_V // 4)
     offset = (rows.to(tl.int64)[:, None] << 32) | quads.to(tl.int64)[None, :]
     r0, r1, r2, r3 = tl.randint4x(seed, offset)
-    words = tl.interleave(tl.interleave(r0, r2), tl.interleave(r1, r3))
-    x = words.to(tl.int32, bitcast=True)
-    x = tl.where(x < 0, ~x, x)
-    u = x.to(tl.float32) * UNIFORM_SCALE
-    u = tl.minimum(tl.maximum(u, U_MIN), U_MAX)
-    return -tl.log(-tl.log(u))
+    return _words_to_gumbel(tl.interleave(tl.interleave(r0, r2), tl.interleave(r1, r3)))
 
 
 @triton.jit
