@@ -58,6 +58,8 @@ def test_block_statistics_match_the_torch_path(block, name):
     masked = labels != -100
     assert torch.equal(ids[masked], want_ids[masked])  # the same noise, the same winner, bit for bit
     assert ((ids[masked] >= lo) & (ids[masked] < hi)).all()
+    ignored = torch.tensor([0.0, 0.0, 0.0, 0.0, float("-inf")], dtype=stats.dtype)[:, None]
+    assert torch.equal(stats[:, ~masked], ignored.expand(5, int((~masked).sum()))) and (ids[~masked] == V).all()
     # float64: max, Σ_{v≠gold} exp(z − max), gold logit (0: another block's), Σ z, best score
     exact, _ = torch_stats(hidden.double(), weight[lo:hi].double(), bias[lo:hi].double(), labels,
                                               keys, options, options.seed or 0, lo, V)

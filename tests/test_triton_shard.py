@@ -53,6 +53,8 @@ def test_block_statistics_match_the_torch_path(block, name):
         torch.testing.assert_close(stats[k, masked].double(), exact[k, masked], rtol=1e-5,
                                    atol=1e-6 * exact[k, masked].abs().max().item())
     assert (ids[~masked] == V).all()
+    ignored = torch.tensor([0.0, 0.0, 0.0, 0.0, float("-inf")], device=stats.device)[:, None]
+    assert torch.equal(stats[:, ~masked], ignored.expand(5, int((~masked).sum())))  # the native op's layout
 
 
 def test_given_logits_block():

@@ -41,7 +41,8 @@ def block_statistics(hidden, weight, bias, labels, *, v_offset: int, vocab_all: 
         ``(stats [5, N] fp32, best_ids [N] int64)``: the block's max logit, ``Σ_{v≠gold} exp(z_v − max)`` (every
         v where the gold id is another block's), the gold logit (0 there), ``Σ z``, the best score (``z``, or
         ``z / T + g`` when sampling; the gold id left out under ``disallow_correct``) and its global id (lowest on
-        ties).  Rows labelled ``ignore_index``: max −inf, zeros, best −inf, id ``vocab_all``.
+        ties).  Rows labelled ``ignore_index``: zeros, best −inf, id ``vocab_all`` (as the native op: no −inf − −inf
+        when the ranks' maxima are combined).
     Raises:
         ValueError (CPU) / a device-side assert (CUDA): labels outside ``[0, vocab_all)``, row ids outside
         ``[0, 2^32)``; ValueError: a block outside ``[0, vocab_all)``.
@@ -88,6 +89,5 @@ def block_statistics(hidden, weight, bias, labels, *, v_offset: int, vocab_all: 
     best = scores.max(0).values
     ids = torch.where(scores == best, part_idx.long(), vocab).min(0).values  # lowest id among the splits' winners
     stats = torch.stack([top, other, gold_logit, part_zsum.sum(0), best])
-    stats = torch.where(live, stats, torch.tensor([[float("-inf")], [0.0], [0.0], [0.0], [float("-inf")]],
-                                                  device=dev))
+    stats = torch.where(live, stats, torch.tensor([[0.0], [0.0], [0.0], [0.0], [float("-inf")]], device=dev))
     return stats, torch.where(live, ids + v_offset, vocab_all)
