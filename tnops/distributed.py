@@ -112,8 +112,7 @@ class _ShardStatistics(torch.autograd.Function):
         empty = hidden.new_empty(0)
         sr, sr_table = empty, empty
         if sr_block:  # SR on this rank's weight block: 1 − cos per row, its gradient added into d weight
-            sr, sr_table = _sr_block_rows(weight, labels, predictions, masked, start, group)
-            ctx.sr_ids, ctx.sr_live = _sr_ids(labels, predictions, masked)
+            sr, sr_table, ctx.sr_ids, ctx.sr_live = _sr_block_rows(weight, labels, predictions, masked, start, group)
         ctx.save_for_backward(hidden, empty if weight is None else weight, empty if bias is None else bias, labels, lse,
                               p_other, sr_table)
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
@@ -146,20 +145,16 @@ class _ShardStatistics(torch.autograd.Function):
         return d_hidden, d_weight, d_bias, None, None, None, None, None, None, None, None, None
 
 
-def _sr_ids(labels, predictions, masked):
-    """``(ids [2N], live [N])``: the gold then the predicted ids of the SR rows, and which rows have SR."""
-    gold, pred = torch.where(masked, labels, 0), torch.where(masked, predictions, 0)
-    return torch.cat([gold, pred]), masked & (gold != pred)
-
-
 def _sr_block_rows(weight, labels, predictions, masked, start, group):
-    """SR ``1 − cos`` per row with the table this rank's weight block: ``(sr [N], table [2N, E])``, the gold and
-    predicted rows gathered without autograd (their gradient goes into d weight in ``backward``)."""
-    ids, live = _sr_ids(labels, predictions, masked)
+    """SR ``1 − cos`` per row with the table this rank's weight block: ``(sr [N], table [2N, E], ids [2N], live [N])``,
+    the gold then the predicted rows gathered without autograd (their gradient goes into d weight in ``backward``),
+    their ids, and which rows have SR."""
+    gold, pred = torch.where(masked, labels, 0), torch.where(masked, predictions, 0)
+    ids, live = torch.cat([gold, pred]), masked & (gold != pred)
     table = _gather_rows(weight.detach(), ids, start, group)
     n = labels.shape[0]
     at = torch.arange(n, device=labels.device)
-    return losses.sr_rows(table, at, at + n, live), table
+    return losses.sr_rows(table, at, at + n, live), table, ids, live
 
 
 def _sr_rows_backward_add_(d_weight, table, ids, live, g_sr, start):
